@@ -1,0 +1,225 @@
+"""Per-feature judgement: build segment views, test each criterion, attribute a regression to scopes.
+
+Views: the overall population, each single segment attribute (``tier=premium``), and the full cross product
+of ``segment_by``. Every criterion is tested on each view with an always-valid sequential test at
+``alpha / m`` (Bonferroni over the m views tested: valid for anytime-valid tests, unlike Holm on p-values
+that are re-computed at every peek). A regression is then attributed to the smallest set of scopes that
+explains it: strongest evidence first, each further scope re-tested with the traffic already covered by the
+chosen scopes removed, so a premium-only regression does not also roll back ``geo=eu`` or everyone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rollguard.detectors import sequential
+from rollguard.detectors.aggregates import VariantStats
+from rollguard.detectors.srm import srm as srm_test
+from rollguard.spec import COUNT_METRICS, RATE_DOWN_METRICS, RATE_UP_METRICS, Criterion
+
+SegmentKey = str  # canonical "tier=premium|geo=eu" over the spec's segment_by attributes (may be "")
+Scope = tuple[tuple[str, str], ...]  # sorted (attribute, value) pairs; () = everyone
+
+
+def segment_key(segment: Mapping[str, str], attrs: Iterable[str]) -> SegmentKey:
+    return "|".join(f"{a}={segment.get(a, '-')}" for a in attrs)
+
+
+def parse_segment_key(key: SegmentKey) -> dict[str, str]:
+    if not key:
+        return {}
+    return dict(part.split("=", 1) for part in key.split("|"))
+
+
+def scope_dict(scope: Scope) -> dict[str, str]:
+    return dict(scope)
+
+
+def scope_text(scope: Scope) -> str:
+    return ",".join(f"{k}={v}" for k, v in scope) or "all"
+
+
+def in_scope(segment: Mapping[str, str], scope: Scope) -> bool:
+    return all(segment.get(k) == v for k, v in scope)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One criterion's verdict on one scope; ``verdict`` is the statistics library's result."""
+
+    criterion: Criterion
+    scope: Scope
+    verdict: Any  # detectors.sequential.Verdict
+
+    @property
+    def worse(self) -> bool:
+        return bool(self.verdict.outcome == "worse")
+
+    def evidence(self) -> dict[str, Any]:
+        v = self.verdict
+        out: dict[str, Any] = {
+            "metric": self.criterion.metric,
+            "bound": {self.criterion.bound_name: getattr(self.criterion, self.criterion.bound_name)},
+            "canary": _num(v.estimate_candidate),
+            "baseline": _num(v.estimate_baseline),
+            "effect": _num(v.effect),
+            "interval": [_num(v.lower), _num(v.upper)],
+            "n": int(v.n_candidate),
+            "n_baseline": int(v.n_baseline),
+            "e_value": _num(v.e_value),
+            "p": _num(v.p_value),
+            "outcome": v.outcome,
+        }
+        return out
+
+
+def _num(x: float) -> float | None:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return None
+    return round(float(x), 6)
+
+
+def scopes_for(segment_keys: Iterable[SegmentKey], attrs: list[str]) -> list[Scope]:
+    """Overall, each single attribute value, and (when there are >= 2 attributes) each full segment."""
+    keys = list(segment_keys)
+    scopes: set[Scope] = {()}
+    for key in keys:
+        seg = parse_segment_key(key)
+        for a in attrs:
+            if a in seg:
+                scopes.add(((a, seg[a]),))
+        if len(attrs) > 1:
+            scopes.add(tuple(sorted(seg.items())))
+    return sorted(scopes, key=lambda s: (len(s), s))
+
+
+def merged(stats: Mapping[SegmentKey, VariantStats], scope: Scope,
+           exclude: Iterable[Scope] = ()) -> VariantStats:
+    """Stats of one arm over every segment in ``scope`` and in none of ``exclude``."""
+    ex = list(exclude)
+    out = VariantStats()
+    for key, s in stats.items():
+        seg = parse_segment_key(key)
+        if in_scope(seg, scope) and not any(in_scope(seg, e) for e in ex):
+            out.merge(s)
+    return out
+
+
+def test_criterion(c: Criterion, cand: VariantStats, base: VariantStats, alpha: float,
+                   expected_weight: float | None = None) -> Any:
+    """Run the criterion's sequential test on one view; returns a ``sequential.Verdict``."""
+    m = c.metric
+    a = c.alpha or alpha
+    if m in COUNT_METRICS:
+        return count_exceeds(cand.safety_failures, cand.requests, base.requests, max_count=c.max_count or 0,
+                             metric=m)
+    if m == "srm":
+        w = expected_weight if expected_weight is not None else 0.5
+        return srm_verdict(base.requests, cand.requests, candidate_weight=w, alpha=c.alpha or 0.001,
+                           min_n=c.min_samples)
+    if m in RATE_UP_METRICS or m.startswith("guard."):
+        xc, nc = cand.rate(m)
+        xb, nb = base.rate(m)
+        return sequential.rate_increase(xc, nc, xb, nb, max_increase=c.max_increase or 0.0, alpha=a,
+                                        min_n=c.min_samples, metric=m)
+    if m in RATE_DOWN_METRICS:
+        xc, nc = cand.rate(m)
+        xb, nb = base.rate(m)
+        return sequential.rate_non_inferiority(xc, nc, xb, nb, margin=c.non_inferiority_margin or 0.0,
+                                               alpha=a, min_n=c.min_samples, metric=m)
+    if m == "cost_per_request":
+        mc, mb = cand.cost, base.cost
+        return sequential.mean_ratio(mc.sum, mc.sumsq, mc.n, mb.sum, mb.sumsq, mb.n,
+                                     max_ratio=c.max_ratio or 1.0, alpha=a, min_n=c.min_samples, metric=m)
+    if m == "latency_p95_ms":
+        return sequential.quantile_ratio(cand.latency, base.latency, q=0.95, max_ratio=c.max_ratio or 1.0,
+                                         alpha=a, min_n=c.min_samples, metric=m)
+    raise KeyError(m)
+
+
+def count_exceeds(count: int, n_c: int, n_b: int, *, max_count: int, metric: str) -> Any:
+    """A hard limit (safety failures): no statistics, any count above the bound is a violation."""
+    worse = count > max_count
+    return sequential.Verdict(
+        metric=metric, outcome="worse" if worse else "inconclusive",
+        estimate_candidate=float(count), estimate_baseline=0.0, effect=float(count), lower=float(count),
+        upper=float(count), n_candidate=n_c, n_baseline=n_b, e_value=math.inf if worse else 1.0,
+        p_value=0.0 if worse else 1.0, bound=float(max_count))
+
+
+def srm_verdict(n_base: int, n_cand: int, *, candidate_weight: float, alpha: float, min_n: int) -> Any:
+    """Sample-ratio mismatch as a verdict: 'worse' means the traffic split itself is broken."""
+    total = n_base + n_cand
+    share = n_cand / total if total else math.nan
+    if total < min_n or not 0 < candidate_weight < 1:
+        return sequential.Verdict(
+            metric="srm", outcome="insufficient", estimate_candidate=share,
+            estimate_baseline=candidate_weight, effect=math.nan, lower=math.nan, upper=math.nan,
+            n_candidate=n_cand, n_baseline=n_base, e_value=1.0, p_value=1.0, bound=alpha)
+    r = srm_test([n_base, n_cand], [1 - candidate_weight, candidate_weight], alpha=alpha)
+    return sequential.Verdict(
+        metric="srm", outcome="worse" if r.mismatch else "not_worse", estimate_candidate=share,
+        estimate_baseline=candidate_weight, effect=share - candidate_weight, lower=math.nan, upper=math.nan,
+        n_candidate=n_cand, n_baseline=n_base, e_value=r.e_value, p_value=r.p_value, bound=alpha)
+
+
+@dataclass
+class Judgement:
+    """The analysis of one feature at one moment: every finding, and the scopes chosen to act on."""
+
+    findings: list[Finding] = field(default_factory=list)
+    actions: list[Finding] = field(default_factory=list)
+
+
+def judge(criteria: list[Criterion], cand: Mapping[SegmentKey, VariantStats],
+          base: Mapping[SegmentKey, VariantStats], attrs: list[str], alpha: float,
+          expected_weight: float | None = None) -> Judgement:
+    """Test every criterion on every view; choose the scopes that explain each violation."""
+    out = Judgement()
+    scopes = scopes_for(set(cand) | set(base), attrs)
+    for c in criteria:
+        views = scopes if c.per_segment else [()]
+        a = (c.alpha or alpha) / max(1, len(views))
+        found = []
+        for scope in views:
+            v = test_criterion(c, merged(cand, scope), merged(base, scope), a, expected_weight)
+            f = Finding(c, scope, v)
+            out.findings.append(f)
+            if f.worse:
+                found.append(f)
+        out.actions.extend(attribute(c, found, cand, base, a, expected_weight))
+    return out
+
+
+def attribute(c: Criterion, worse: list[Finding], cand: Mapping[SegmentKey, VariantStats],
+              base: Mapping[SegmentKey, VariantStats], alpha: float,
+              expected_weight: float | None) -> list[Finding]:
+    """Pick the scopes to act on: strongest first; later ones must stay worse without the chosen ones."""
+    if not worse:
+        return []
+    order = sorted(worse, key=lambda f: (-_strength(f), len(f.scope), f.scope))
+    chosen: list[Finding] = []
+    for f in order:
+        if any(_covers(ch.scope, f.scope) for ch in chosen):
+            continue
+        if chosen:
+            excl = [ch.scope for ch in chosen]
+            v = test_criterion(c, merged(cand, f.scope, excl), merged(base, f.scope, excl), alpha,
+                               expected_weight)
+            if v.outcome != "worse":
+                continue
+        chosen.append(f)
+    # a coarser chosen scope makes finer chosen scopes inside it redundant
+    return [f for f in chosen if not any(o is not f and _covers(o.scope, f.scope) for o in chosen)]
+
+
+def _covers(outer: Scope, inner: Scope) -> bool:
+    return set(outer) <= set(inner)
+
+
+def _strength(f: Finding) -> float:
+    e = f.verdict.e_value
+    return float(e) if e is not None and math.isfinite(e) else 1e308

@@ -1,0 +1,196 @@
+"""``rollguard`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+
+from rollguard.config import Settings
+
+app = typer.Typer(help="rollguard: safe AI feature rollouts on Kafka.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+topics_app = typer.Typer(help="Create and inspect rollguard's topics.", no_args_is_help=True)
+spec_app = typer.Typer(help="Validate rollout specs.", no_args_is_help=True)
+keys_app = typer.Typer(help="Command-signing keys.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(spec_app, name="spec")
+app.add_typer(keys_app, name="keys")
+console = Console()
+err = Console(stderr=True)
+
+Bootstrap = Annotated[str | None, typer.Option("--bootstrap", "-b", help="Kafka bootstrap servers "
+                                                "(default $ROLLGUARD_BOOTSTRAP or 127.0.0.1:9092)")]
+Prefix = Annotated[str | None, typer.Option("--prefix", help="topic prefix (default $ROLLGUARD_TOPIC_PREFIX "
+                                             "or rollguard)")]
+
+
+def _settings(bootstrap: str | None = None, prefix: str | None = None, **kw: object) -> Settings:
+    from rollguard.config import Topics
+
+    return Settings.from_env(bootstrap=bootstrap, topics=Topics(prefix=prefix) if prefix else None, **kw)
+
+
+@app.command()
+def worker(
+    spec: Annotated[Path, typer.Option("--spec", help="rollout spec file or directory of specs")],
+    bootstrap: Bootstrap = None,
+    prefix: Prefix = None,
+    app_id: Annotated[str | None, typer.Option(help="consumer group / changelog namespace")] = None,
+    loglevel: str = "info",
+) -> None:
+    """Run the Faust worker (ingest + analyze agents)."""
+    from rollguard.pipeline import SpecBook
+    from rollguard.signing import Signer, SigningError
+    from rollguard.spec import SpecError, load_specs
+    from rollguard.streams.app import create_app, run_worker
+    from rollguard.topics import create_topics
+
+    settings = _settings(bootstrap, prefix, app_id=app_id)
+    try:
+        specs = load_specs(spec)
+    except SpecError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        signer = Signer.from_env()
+    except SigningError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    create_topics(settings)
+    err.print(f"rollguard worker: {len(specs)} spec(s) {sorted(specs)} on {settings.bootstrap}, "
+              f"topics {settings.topics.prefix}.*, key id {signer.key_id}")
+    app_ = create_app(settings, SpecBook(specs, max_scan_chars=settings.max_scan_chars), signer)
+    sys.argv = [sys.argv[0], "worker"]  # Faust's Worker reads argv
+    run_worker(app_, loglevel=loglevel)
+
+
+@topics_app.command("create")
+def topics_create(bootstrap: Bootstrap = None, prefix: Prefix = None,
+                  partitions: Annotated[int | None, typer.Option(help="partitions of input topics")] = None) -> None:
+    """Create every rollguard topic (idempotent)."""
+    from rollguard.topics import create_topics, topic_specs
+
+    settings = _settings(bootstrap, prefix, partitions=partitions)
+    result = create_topics(settings)
+    for t in topic_specs(settings):
+        cfg = ", ".join(f"{k}={v}" for k, v in t.config.items())
+        console.print(f"{result[t.name]:8} {t.name:28} partitions={t.partitions} {cfg}")
+
+
+@app.command()
+def tail(
+    what: Annotated[str, typer.Argument(help="alerts | control | dlq | decisions | metrics")],
+    bootstrap: Bootstrap = None,
+    prefix: Prefix = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON record per line")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep waiting for new records")] = False,
+    idle: Annotated[float, typer.Option(help="without --follow, stop after this many idle seconds")] = 2.0,
+) -> None:
+    """Print a topic's records from the beginning (alerts never contain raw prompt/response text)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    settings = _settings(bootstrap, prefix)
+    names = {"alerts": settings.topics.alerts, "control": settings.topics.control, "dlq": settings.topics.dlq,
+             "decisions": settings.topics.decisions, "metrics": settings.topics.metrics}
+    if what not in names:
+        err.print(f"[red]unknown stream {what!r}; choose one of {', '.join(names)}[/red]")
+        raise typer.Exit(2)
+    topic = names[what]
+    c = Consumer(settings.librdkafka(**{"group.id": f"rollguard-tail-{time.time_ns()}",
+                                         "enable.auto.commit": False}))
+    md = c.list_topics(topic, timeout=10)
+    parts = md.topics[topic].partitions if topic in md.topics else {0: None}
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    last = time.monotonic()
+    try:
+        while follow or time.monotonic() - last < idle:
+            msg = c.poll(0.25)
+            if msg is None or msg.error():
+                continue
+            last = time.monotonic()
+            _print_record(what, msg.value(), as_json)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        c.close()
+
+
+def _print_record(what: str, value: bytes | None, as_json: bool) -> None:
+    if value is None:
+        return
+    if as_json:
+        sys.stdout.write(value.decode("utf-8", "replace") + "\n")
+        return
+    try:
+        d = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        console.print(f"[yellow]<{len(value)} bytes, not JSON>[/yellow]")
+        return
+    if what == "alerts":
+        color = {"critical": "red", "warn": "yellow"}.get(d.get("severity", ""), "cyan")
+        console.print(f"[{color}]{d.get('severity', '?'):8}[/{color}] {d.get('ts', '')[:23]} "
+                      f"{d.get('feature')} {d.get('title')}")
+    elif what == "control":
+        console.print(f"[bold]{d.get('action', '?'):9}[/bold] seq={d.get('seq')} {d.get('flag')} "
+                      f"scope={d.get('scope') or 'all'} variant={d.get('variant')} :: {d.get('reason')}")
+    elif what == "dlq":
+        console.print(f"{d.get('topic')}[{d.get('partition')}]@{d.get('offset')} {d.get('size')}B :: "
+                      f"{d.get('reason')}")
+    else:
+        console.print_json(data=d)
+
+
+@spec_app.command("check")
+def spec_check(path: Annotated[Path, typer.Argument(help="spec file or directory")]) -> None:
+    """Validate rollout specs; a bad one is refused with the field and the problem."""
+    from rollguard.spec import SpecError, load_specs
+
+    try:
+        specs = load_specs(path)
+    except SpecError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    for s in specs.values():
+        console.print(f"[green]ok[/green] {s.feature} (flag {s.flag}, version {s.version}): "
+                      f"{len(s.stages)} stages, {len(s.criteria)} criteria, segments by {s.segment_by}")
+
+
+@keys_app.command("generate")
+def keys_generate(key_id: Annotated[str, typer.Option(help="key id")] = "k1") -> None:
+    """Print a fresh Ed25519 key pair as environment assignments (keep the private one secret)."""
+    from rollguard.signing import generate_keypair
+
+    priv, pub = generate_keypair()
+    console.print(f"ROLLGUARD_SIGNING_KEY_ID={key_id}\nROLLGUARD_SIGNING_KEY={priv}\n"
+                  f"ROLLGUARD_VERIFY_KEYS={key_id}:{pub}")
+
+
+@app.command()
+def demo(
+    bootstrap: Bootstrap = None,
+    events: Annotated[int, typer.Option(help="response events to produce")] = 40_000,
+    rate: Annotated[float, typer.Option(help="events per second to produce")] = 4000.0,
+    seed: int = 7,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the rollback")] = 180.0,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="a worker is already running")] = False,
+) -> None:
+    """Seeded rollout with a premium-only regression: exits 0 only if the premium rollback arrives."""
+    from rollguard.demo import run_demo
+
+    ok = run_demo(_settings(bootstrap), events=events, rate=rate, seed=seed, timeout=timeout,
+                  with_worker=not no_worker, console=console)
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

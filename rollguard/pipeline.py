@@ -1,0 +1,502 @@
+"""The two step functions both the Faust agents and ``rollguard replay`` call.
+
+``IngestFold.process`` takes one raw record (bytes, as Kafka delivered it) and returns what must be sent at
+once (DLQ records, critical guard alerts); ``IngestFold.flush`` drains the folded partial aggregates, one
+record per feature. ``Analyzer.apply`` merges one partial into the feature's windowed state, judges the
+rollout and returns commands, alerts, audit records and metric snapshots. Nothing here touches Kafka, so a
+back-test over a file reaches the same decisions as the live worker on the same events.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from rollguard.analysis import SegmentKey, judge, parse_segment_key, segment_key
+from rollguard.contracts import (
+    PARTIAL_SCHEMA, Alert, ContractError, DLQRecord, OutcomeEvent, ResponseEvent, Severity, decode, encode,
+)
+from rollguard.detectors.aggregates import VariantStats
+from rollguard.guards import Finding as GuardFinding
+from rollguard.guards import GuardItem, GuardSet, build_guard_set
+from rollguard.policy import Decision, RolloutState, decide
+from rollguard.signing import Signer
+from rollguard.spec import RolloutSpec
+
+log = logging.getLogger(__name__)
+
+SHADOW_SUFFIX = "@shadow"
+OVERFLOW_SEGMENT = "_overflow"
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """A record to publish: ``kind`` names the topic (dlq, alerts, partials, control, decisions, metrics)."""
+
+    kind: str
+    key: bytes | None
+    value: bytes
+
+
+def arm_of(variant: str, mode: str) -> str:
+    """Shadow responses form their own arm, so a shadow candidate is never mixed with served traffic."""
+    return variant if mode == "live" else variant + SHADOW_SUFFIX
+
+
+class SpecBook:
+    """The rollout specs in force, by feature, with each feature's compiled guard set cached."""
+
+    def __init__(self, specs: Mapping[str, RolloutSpec] | None = None, *, max_scan_chars: int = 65_536) -> None:
+        self.specs: dict[str, RolloutSpec] = dict(specs or {})
+        self._guards: dict[str, tuple[str, GuardSet]] = {}
+        self._default: GuardSet | None = None
+
+    def get(self, feature: str) -> RolloutSpec | None:
+        return self.specs.get(feature)
+
+    def put(self, spec: RolloutSpec) -> None:
+        self.specs[spec.feature] = spec
+
+    def guards(self, feature: str) -> GuardSet:
+        spec = self.specs.get(feature)
+        if spec is None or spec.guards is None:
+            if self._default is None:
+                self._default = build_guard_set(None)
+            return self._default
+        cached = self._guards.get(feature)
+        if cached is None or cached[0] != spec.version:
+            cached = (spec.version, build_guard_set(spec.guards))
+            self._guards[feature] = cached
+        return cached[1]
+
+
+@dataclass
+class IngestCounters:
+    records: int = 0
+    responses: int = 0
+    outcomes: int = 0
+    dlq: int = 0
+    critical_alerts: int = 0
+    outcomes_joined: int = 0
+    outcomes_pending: int = 0
+    outcome_duplicates: int = 0
+    orphan_outcomes: int = 0
+    segment_overflow: int = 0
+    scan_truncated: int = 0
+    join_evicted: int = 0
+
+
+@dataclass
+class _JoinEntry:
+    feature: str
+    seg: SegmentKey
+    arm: str
+    window: int
+    ts: float
+
+
+class IngestFold:
+    """Per-partition(-set) fold: decode, guard, join, and accumulate mergeable partial aggregates."""
+
+    def __init__(self, specs: SpecBook, *, window_s: int = 60, max_event_bytes: int = 1_048_576,
+                 max_scan_chars: int = 65_536, max_segments_per_feature: int = 10_000,
+                 join_ttl_s: float = 6 * 3600, max_join_entries: int = 500_000) -> None:
+        self.specs = specs
+        self.window_s = window_s
+        self.max_event_bytes = max_event_bytes
+        self.max_scan_chars = max_scan_chars
+        self.max_segments = max_segments_per_feature
+        self.join_ttl_s = join_ttl_s
+        self.max_join_entries = max_join_entries
+        self.counters = IngestCounters()
+        self._fold: dict[str, dict[tuple[SegmentKey, str, int], VariantStats]] = defaultdict(dict)
+        self._source: dict[str, dict[str, list[int]]] = defaultdict(dict)
+        self._max_ts: dict[str, float] = {}
+        self._segments: dict[str, set[SegmentKey]] = defaultdict(set)
+        self._responses: OrderedDict[str, _JoinEntry] = OrderedDict()
+        self._pending: OrderedDict[str, tuple[float, list[OutcomeEvent]]] = OrderedDict()
+        self._seen_outcomes: OrderedDict[str, float] = OrderedDict()
+        self._clock = 0.0  # event-time clock: the largest ts seen
+
+    # ------------------------------------------------------------------ per record
+    def process(self, raw: bytes | None, *, topic: str, partition: int, offset: int,
+                key: bytes | None = None) -> list[Emit]:
+        """Fold one record; returns what must go out now (DLQ record, critical alerts). Never raises on data."""
+        self.counters.records += 1
+        try:
+            event = decode(raw, max_bytes=self.max_event_bytes)
+            if isinstance(event, ResponseEvent):
+                return self._response(event, topic, partition, offset)
+            return self._outcome(event, topic, partition, offset)
+        except ContractError as exc:
+            return [self._dlq(raw, exc.reason, topic, partition, offset, key)]
+        except Exception as exc:  # a bug must not stop the stream: the record goes to the DLQ, loudly
+            log.exception("unexpected error on %s[%d]@%d", topic, partition, offset)
+            return [self._dlq(raw, f"internal error: {type(exc).__name__}: {str(exc)[:200]}",
+                              topic, partition, offset, key)]
+
+    def _dlq(self, raw: bytes | None, reason: str, topic: str, partition: int, offset: int,
+             key: bytes | None) -> Emit:
+        self.counters.dlq += 1
+        value = raw or b""
+        rec = DLQRecord(reason=reason, topic=topic, partition=partition, offset=offset, key=key, value=value,
+                        size=len(value))
+        return Emit("dlq", key, rec.to_bytes())
+
+    def _note_source(self, feature: str, topic: str, partition: int, offset: int, ts: float) -> None:
+        src = self._source[feature]
+        tp = f"{topic}:{partition}"
+        rng = src.get(tp)
+        if rng is None:
+            src[tp] = [offset, offset]
+        else:
+            if offset < rng[0]:
+                rng[0] = offset
+            if offset > rng[1]:
+                rng[1] = offset
+        if ts > self._max_ts.get(feature, -math.inf):
+            self._max_ts[feature] = ts
+        if ts > self._clock:
+            self._clock = ts
+
+    def _segment(self, feature: str, segment: Mapping[str, str], spec: RolloutSpec | None) -> SegmentKey:
+        attrs = spec.segment_by if spec is not None else sorted(segment)
+        key = segment_key(segment, attrs)
+        known = self._segments[feature]
+        if key not in known:
+            if len(known) >= self.max_segments:
+                self.counters.segment_overflow += 1
+                return OVERFLOW_SEGMENT
+            known.add(key)
+        return key
+
+    def _response(self, ev: ResponseEvent, topic: str, partition: int, offset: int) -> list[Emit]:
+        self.counters.responses += 1
+        spec = self.specs.get(ev.feature)
+        ts = ev.ts.timestamp()
+        seg = self._segment(ev.feature, ev.segment, spec)
+        arm = arm_of(ev.variant, ev.mode)
+        window = int(ts // self.window_s) * self.window_s
+        self._note_source(ev.feature, topic, partition, offset, ts)
+
+        item = self._guard_item(ev)
+        findings = self.specs.guards(ev.feature).check(item)
+        failed = {f.guard for f in findings}
+        critical = [f for f in findings if f.severity == "critical"]
+        refused = ev.refused is True or "refusal" in failed
+
+        stats = self._stats(ev.feature, seg, arm, window)
+        stats.add_response(
+            latency_ms=ev.latency_ms, cost_usd=ev.cost_usd, input_tokens=ev.usage.input_tokens,
+            output_tokens=ev.usage.output_tokens, output_chars=len(ev.output), error=ev.error is not None,
+            fallback=ev.fallback, refused=refused, critical=bool(critical), guards=failed,
+        )
+        out: list[Emit] = []
+        if critical:
+            self.counters.critical_alerts += 1
+            out.append(self._guard_alert(ev, critical))
+        if ev.mode == "live":
+            self._remember_response(ev.request_id, _JoinEntry(ev.feature, seg, arm, window, ts))
+        self._expire()
+        return out
+
+    def _guard_item(self, ev: ResponseEvent) -> GuardItem:
+        inp, outp = ev.input, ev.output
+        lim = self.max_scan_chars
+        if len(inp) > lim or len(outp) > lim:
+            self.counters.scan_truncated += 1
+            inp, outp = inp[:lim], outp[:lim]
+        return GuardItem(
+            output=outp, input=inp, latency_ms=ev.latency_ms, input_tokens=ev.usage.input_tokens,
+            output_tokens=ev.usage.output_tokens, cost_usd=ev.cost_usd, error=ev.error, fallback=ev.fallback,
+            refused=ev.refused,
+        )
+
+    def _guard_alert(self, ev: ResponseEvent, findings: list[GuardFinding]) -> Emit:
+        codes = sorted({f.code for f in findings})
+        alert = Alert(
+            severity=Severity.CRITICAL, kind="guard", feature=ev.feature, variant=ev.variant, segment=ev.segment,
+            title=f"critical guard finding in {ev.variant} ({ev.mode}): {', '.join(codes)}",
+            evidence={"findings": [
+                {"guard": f.guard, "code": f.code, "field": f.field, "spans": [list(s) for s in f.spans],
+                 "excerpt": f.excerpt} for f in findings[:20]
+            ], "mode": ev.mode},
+            request_id=ev.request_id,
+        )
+        return Emit("alerts", ev.feature.encode(), alert.to_bytes())
+
+    def _stats(self, feature: str, seg: SegmentKey, arm: str, window: int) -> VariantStats:
+        fold = self._fold[feature]
+        k = (seg, arm, window)
+        s = fold.get(k)
+        if s is None:
+            s = fold[k] = VariantStats()
+        return s
+
+    # ------------------------------------------------------------------ outcome join
+    def _remember_response(self, request_id: str, entry: _JoinEntry) -> None:
+        self._responses[request_id] = entry
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            self.counters.outcomes_pending -= len(pending[1])
+            for oc in pending[1]:
+                self._apply_outcome(entry, oc)
+        if len(self._responses) > self.max_join_entries:
+            self._responses.popitem(last=False)
+            self.counters.join_evicted += 1
+
+    def _outcome(self, oc: OutcomeEvent, topic: str, partition: int, offset: int) -> list[Emit]:
+        self.counters.outcomes += 1
+        if oc.event_id in self._seen_outcomes:
+            self.counters.outcome_duplicates += 1
+            return []
+        ts = oc.ts.timestamp()
+        self._seen_outcomes[oc.event_id] = ts
+        if len(self._seen_outcomes) > self.max_join_entries:
+            self._seen_outcomes.popitem(last=False)
+        entry = self._responses.get(oc.request_id)
+        if entry is not None:
+            self._note_source(entry.feature, topic, partition, offset, ts)
+            self._apply_outcome(entry, oc)
+        else:
+            self._pending.setdefault(oc.request_id, (ts, []))[1].append(oc)
+            self.counters.outcomes_pending += 1
+            if ts > self._clock:
+                self._clock = ts
+        self._expire()
+        return []
+
+    def _apply_outcome(self, entry: _JoinEntry, oc: OutcomeEvent) -> None:
+        self.counters.outcomes_joined += 1
+        self._stats(entry.feature, entry.seg, entry.arm, entry.window).add_outcome(
+            task_success=oc.task_success, escalated=oc.escalated, feedback=oc.feedback)
+
+    def _expire(self) -> None:
+        horizon = self._clock - self.join_ttl_s
+        while self._pending:
+            rid, (ts, ocs) = next(iter(self._pending.items()))
+            if ts >= horizon and len(self._pending) <= self.max_join_entries:
+                break
+            self._pending.popitem(last=False)
+            self.counters.orphan_outcomes += len(ocs)
+            self.counters.outcomes_pending -= len(ocs)
+        while self._responses:
+            rid, entry = next(iter(self._responses.items()))
+            if entry.ts >= horizon:
+                break
+            self._responses.popitem(last=False)
+        while self._seen_outcomes:
+            eid, ts = next(iter(self._seen_outcomes.items()))
+            if ts >= horizon:
+                break
+            self._seen_outcomes.popitem(last=False)
+
+    # ------------------------------------------------------------------ flush
+    def flush(self) -> list[Emit]:
+        """Drain the fold: one partial record per feature, keyed by feature (tiny volume)."""
+        out = []
+        for feature, fold in self._fold.items():
+            if not fold:
+                continue
+            body = {
+                "schema": PARTIAL_SCHEMA,
+                "feature": feature,
+                "source": self._source.get(feature, {}),
+                "max_ts": self._max_ts.get(feature),
+                "entries": [[seg, arm, window, s.to_dict()] for (seg, arm, window), s in fold.items()],
+            }
+            out.append(Emit("partials", feature.encode(), orjson.dumps(body)))
+        self._fold.clear()
+        self._source.clear()
+        return out
+
+    @property
+    def pending(self) -> int:
+        return sum(len(f) for f in self._fold.values())
+
+
+# ---------------------------------------------------------------------------------------------- analyze
+
+
+@dataclass
+class FeatureRuntime:
+    """Everything the analysis keeps for one feature (serialised into the changelog-backed table)."""
+
+    rollout: RolloutState
+    stage_stats: dict[str, dict[SegmentKey, VariantStats]] = field(default_factory=dict)  # arm -> seg -> stats
+    windows: dict[int, dict[str, dict[SegmentKey, VariantStats]]] = field(default_factory=dict)
+    watermarks: dict[str, int] = field(default_factory=dict)
+    clock: float = 0.0
+    partials: int = 0
+    duplicate_partials: int = 0
+    overlapping_partials: int = 0
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({
+            "rollout": self.rollout.to_json(),
+            "stage_stats": {a: {k: s.to_dict() for k, s in segs.items()} for a, segs in self.stage_stats.items()},
+            "windows": {str(w): {a: {k: s.to_dict() for k, s in segs.items()} for a, segs in arms.items()}
+                        for w, arms in self.windows.items()},
+            "watermarks": self.watermarks, "clock": self.clock, "partials": self.partials,
+            "duplicate_partials": self.duplicate_partials, "overlapping_partials": self.overlapping_partials,
+        })
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> FeatureRuntime:
+        d = orjson.loads(raw)
+        return cls(
+            rollout=RolloutState.from_json(d["rollout"]),
+            stage_stats={a: {k: VariantStats.from_dict(s) for k, s in segs.items()}
+                         for a, segs in d["stage_stats"].items()},
+            windows={int(w): {a: {k: VariantStats.from_dict(s) for k, s in segs.items()}
+                              for a, segs in arms.items()} for w, arms in d["windows"].items()},
+            watermarks=d["watermarks"], clock=d["clock"], partials=d["partials"],
+            duplicate_partials=d["duplicate_partials"], overlapping_partials=d["overlapping_partials"],
+        )
+
+
+class Analyzer:
+    """Merges partials per feature, judges the rollout, and emits what the policy decides."""
+
+    def __init__(self, specs: SpecBook, *, signer: Signer | None = None, window_s: int = 60,
+                 lateness_s: int = 120) -> None:
+        self.specs = specs
+        self.signer = signer
+        self.window_s = window_s
+        self.lateness_s = lateness_s
+        self.features: dict[str, FeatureRuntime] = {}
+
+    def runtime(self, feature: str) -> FeatureRuntime:
+        rt = self.features.get(feature)
+        if rt is None:
+            rt = self.features[feature] = FeatureRuntime(RolloutState(feature))
+        return rt
+
+    def restore(self, feature: str, raw: bytes | None) -> None:
+        if raw:
+            self.features[feature] = FeatureRuntime.from_bytes(raw)
+
+    def apply(self, raw: bytes, *, now: datetime | None = None) -> list[Emit]:
+        """Merge one partial and judge its feature. Malformed partials are logged and skipped."""
+        try:
+            p = orjson.loads(raw)
+            feature = p["feature"]
+            entries = p["entries"]
+            source: dict[str, list[int]] = p.get("source") or {}
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("skipping malformed partial (%d bytes)", len(raw))
+            return []
+        rt = self.runtime(feature)
+        if not self._admit(rt, source):
+            return []
+        for seg, arm, window, data in entries:
+            s = VariantStats.from_dict(data)
+            if window < rt.clock - self.lateness_s - self.window_s and window not in rt.windows:
+                pass  # too late for its window's snapshot; it still counts towards the stage totals
+            else:
+                rt.windows.setdefault(int(window), {}).setdefault(arm, {}).setdefault(seg, VariantStats()).merge(s)
+            rt.stage_stats.setdefault(arm, {}).setdefault(seg, VariantStats()).merge(s)
+        if p.get("max_ts") is not None:
+            rt.clock = max(rt.clock, float(p["max_ts"]))
+        rt.partials += 1
+        out = self._close_windows(feature, rt)
+        spec = self.specs.get(feature)
+        if spec is not None:
+            out.extend(self.evaluate(spec, rt, now=now))
+        return out
+
+    def _admit(self, rt: FeatureRuntime, source: Mapping[str, list[int]]) -> bool:
+        """At-least-once input: skip partials already merged; count (bounded) overlaps after a restart."""
+        if not source:
+            return True
+        fresh = False
+        overlap = False
+        for tp, (lo, hi) in source.items():
+            mark = rt.watermarks.get(tp, -1)
+            if hi > mark:
+                fresh = True
+                if lo <= mark:
+                    overlap = True
+        if not fresh:
+            rt.duplicate_partials += 1
+            return False
+        if overlap:
+            rt.overlapping_partials += 1
+        for tp, (_lo, hi) in source.items():
+            rt.watermarks[tp] = max(rt.watermarks.get(tp, -1), hi)
+        return True
+
+    def _close_windows(self, feature: str, rt: FeatureRuntime) -> list[Emit]:
+        out = []
+        for w in sorted(rt.windows):
+            if w + self.window_s + self.lateness_s > rt.clock:
+                break
+            arms = rt.windows.pop(w)
+            out.append(Emit("metrics", feature.encode(), orjson.dumps(snapshot(feature, w, self.window_s, arms))))
+        return out
+
+    def evaluate(self, spec: RolloutSpec, rt: FeatureRuntime, *, now: datetime | None = None) -> list[Emit]:
+        st = rt.rollout
+        if st.spec_version != spec.version:
+            st.spec_version = spec.version
+            if not st.stage:
+                st.stage = spec.stages[0].name
+                st.stage_started = rt.clock
+        stage = spec.stage(st.stage) if st.stage in {s.name for s in spec.stages} else spec.stages[0]
+        cand_arm = spec.candidate + (SHADOW_SUFFIX if stage.mode == "shadow" else "")
+        cand = rt.stage_stats.get(cand_arm, {})
+        base = rt.stage_stats.get(spec.baseline, {})
+        if not cand or not base:
+            return []
+        criteria = [c for c in spec.criteria if not (stage.mode == "shadow" and c.metric == "srm")]
+        if spec.on_critical_guard is not None:
+            from rollguard.spec import Criterion
+
+            criteria.append(Criterion(metric="safety_failures", max_count=0, action=spec.on_critical_guard,
+                                      min_samples=1))
+        j = judge(criteria, cand, base, spec.segment_by, spec.alpha, expected_weight=stage.weight)
+        decisions = decide(st, spec, j.actions, now=now or datetime.fromtimestamp(rt.clock, UTC))
+        return self._publish(decisions)
+
+    def _publish(self, decisions: Iterable[Decision]) -> list[Emit]:
+        out = []
+        for d in decisions:
+            if d.command is not None:
+                cmd = self.signer.sign(d.command) if self.signer else d.command
+                out.append(Emit("control", cmd.control_key.encode(), encode(cmd)))
+            out.append(Emit("alerts", d.alert.feature.encode(), d.alert.to_bytes()))
+            out.append(Emit("decisions", d.record.feature.encode(), d.record.to_bytes()))
+        return out
+
+
+def snapshot(feature: str, window: int, window_s: int,
+             arms: Mapping[str, Mapping[SegmentKey, VariantStats]]) -> dict[str, Any]:
+    """A closed window's per-segment, per-arm metrics for dashboards and replay comparisons."""
+    rows = []
+    for arm, segs in arms.items():
+        for seg, s in segs.items():
+            rows.append({
+                "arm": arm, "segment": parse_segment_key(seg), "requests": s.requests,
+                "error_rate": _ratio(s.errors, s.requests), "refusal_rate": _ratio(s.refusals, s.requests),
+                "escalation_rate": _ratio(s.escalations, s.escalation_n),
+                "task_success_rate": _ratio(s.successes, s.success_n),
+                "latency_p50_ms": _finite(s.latency.quantile(0.5)), "latency_p95_ms": _finite(s.latency.quantile(0.95)),
+                "cost_per_request": _finite(s.cost.mean), "guard_failures": s.guard_failures,
+            })
+    return {"schema": "rollguard.metrics/v1", "feature": feature,
+            "window_start": datetime.fromtimestamp(window, UTC).isoformat(), "window_s": window_s, "rows": rows}
+
+
+def _ratio(x: int, n: int) -> float | None:
+    return round(x / n, 6) if n else None
+
+
+def _finite(x: float) -> float | None:
+    return round(x, 3) if math.isfinite(x) else None

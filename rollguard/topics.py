@@ -1,0 +1,93 @@
+"""Every topic rollguard uses, with its partitions and configs, created idempotently via AdminClient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from rollguard.config import Settings
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Pairs and outcomes share a partition count (co-partitioned by request_id for the join)."""
+    t = settings.topics
+    p = settings.partitions
+    return [
+        TopicSpec(t.pairs, p, {"retention.ms": str(7 * DAY_MS)}, "response events, key = request_id"),
+        TopicSpec(t.outcomes, p, {"retention.ms": str(7 * DAY_MS)}, "outcome events, key = request_id"),
+        TopicSpec(t.partials, p, {"retention.ms": str(1 * DAY_MS)}, "partial aggregates, key = feature"),
+        TopicSpec(t.control, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
+                                 "segment.ms": str(3600 * 1000)}, "signed commands, key = flag[/scope]"),
+        TopicSpec(t.rollouts, 1, {"cleanup.policy": "compact"}, "rollout specs, key = feature"),
+        TopicSpec(t.alerts, 1, {"retention.ms": str(30 * DAY_MS)}, "alerts, key = feature"),
+        TopicSpec(t.decisions, 1, {"retention.ms": str(365 * DAY_MS)}, "audit trail, key = feature"),
+        TopicSpec(t.metrics, 1, {"retention.ms": str(30 * DAY_MS)}, "window snapshots, key = feature"),
+        TopicSpec(t.dlq, 1, {"retention.ms": str(90 * DAY_MS)},
+                  "RESTRICTED: raw payloads of bad records; ACL to the on-call group only"),
+    ]
+
+
+def create_topics(settings: Settings, *, timeout: float = 30.0) -> dict[str, str]:
+    """Create what is missing; report ``created`` / ``exists`` per topic. Raises on any other error."""
+    admin = AdminClient(settings.librdkafka())
+    specs = topic_specs(settings)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    todo = [s for s in specs if s.name not in existing]
+    result = {s.name: "exists" for s in specs if s.name in existing}
+    if todo:
+        futures = admin.create_topics(
+            [NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1, config=s.config) for s in todo],
+            operation_timeout=timeout, request_timeout=timeout,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result()
+                result[name] = "created"
+            except KafkaException as exc:
+                err = exc.args[0]
+                if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    result[name] = "exists"
+                else:
+                    raise
+    _wait_for_metadata(admin, [s.name for s in specs], timeout)
+    return result
+
+
+def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        md = admin.list_topics(timeout=timeout).topics
+        if all(n in md and not md[n].error and md[n].partitions for n in names):
+            return
+        if time.monotonic() > deadline:
+            missing = [n for n in names if n not in md]
+            raise TimeoutError(f"topics not visible after {timeout}s: {missing}")
+        time.sleep(0.1)
+
+
+def delete_topics(settings: Settings, *, timeout: float = 30.0) -> None:
+    """For tests and demos on a private prefix only."""
+    admin = AdminClient(settings.librdkafka())
+    names = [s.name for s in topic_specs(settings)]
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    names = [n for n in names if n in existing]
+    if names:
+        for fut in admin.delete_topics(names, operation_timeout=timeout).values():
+            try:
+                fut.result()
+            except KafkaException:
+                pass

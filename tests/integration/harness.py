@@ -1,0 +1,103 @@
+"""Shared helpers for integration tests on the real broker: unique topics, worker processes, waits."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from rollguard.config import Settings, Topics
+from rollguard.demo import spawn_worker, stop_worker, worker_env
+from rollguard.signing import generate_keypair
+from rollguard.topics import create_topics
+
+BOOTSTRAP = os.environ.get("ROLLGUARD_BOOTSTRAP", "127.0.0.1:9092")
+
+
+def fresh_settings(**kw: object) -> Settings:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    return Settings(bootstrap=BOOTSTRAP, topics=Topics(prefix=prefix), app_id=f"{prefix}-worker", **kw)
+
+
+class Keys:
+    def __init__(self) -> None:
+        self.key_id = "test"
+        self.private, self.public = generate_keypair()
+
+
+@contextmanager
+def running_worker(settings: Settings, spec: Path, keys: Keys, log_dir: Path) -> Iterator[object]:
+    create_topics(settings)
+    env = worker_env(settings, keys.key_id, keys.private)
+    env["ROLLGUARD_APP_ID"] = settings.app_id
+    log = log_dir / f"worker-{time.time_ns()}.log"
+    proc = spawn_worker(settings, spec, env, log)
+    try:
+        yield proc
+    finally:
+        stop_worker(proc)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def group_lag(settings: Settings, group: str, topics: list[str]) -> int | None:
+    """Unconsumed records of a consumer group on ``topics`` (None until the group has committed)."""
+    admin = AdminClient(settings.librdkafka())
+    c = Consumer(settings.librdkafka(**{"group.id": group, "enable.auto.commit": False}))
+    try:
+        md = c.list_topics(timeout=10)
+        tps = [TopicPartition(t, p) for t in topics for p in md.topics[t].partitions]
+        committed = c.committed(tps, timeout=10)
+        lag = 0
+        for tp in committed:
+            lo, hi = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            if hi == 0:
+                continue
+            if tp.offset < 0:
+                return None
+            lag += hi - tp.offset
+        return lag
+    finally:
+        c.close()
+        del admin
+
+
+def read_all(settings: Settings, topic: str, idle: float = 1.0) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record now on ``topic`` (all partitions), as (key, value)."""
+    c = Consumer(settings.librdkafka(**{"group.id": f"read-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                                         "enable.partition.eof": True}))
+    md = c.list_topics(topic, timeout=10)
+    parts = list(md.topics[topic].partitions)
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    out: list[tuple[bytes | None, bytes | None]] = []
+    eof: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(eof) < len(parts) and time.monotonic() < deadline:
+        m = c.poll(idle)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == -191:  # _PARTITION_EOF
+                eof.add(m.partition())
+            continue
+        out.append((m.key(), m.value()))
+    c.close()
+    return out
+
+
+def read_json(settings: Settings, topic: str) -> list[dict[str, object]]:
+    return [orjson.loads(v) for _, v in read_all(settings, topic) if v is not None]

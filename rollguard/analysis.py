@@ -11,7 +11,7 @@ chosen scopes removed, so a premium-only regression does not also roll back ``ge
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,18 +82,15 @@ def _num(x: float) -> float | None:
     return round(float(x), 6)
 
 
-def scopes_for(segment_keys: Iterable[SegmentKey], attrs: list[str]) -> list[Scope]:
-    """Overall, each single attribute value, and (when there are >= 2 attributes) each full segment."""
-    keys = list(segment_keys)
-    scopes: set[Scope] = {()}
-    for key in keys:
-        seg = parse_segment_key(key)
-        for a in attrs:
-            if a in seg:
-                scopes.add(((a, seg[a]),))
-        if len(attrs) > 1:
-            scopes.add(tuple(sorted(seg.items())))
-    return sorted(scopes, key=lambda s: (len(s), s))
+def scopes_of(segment: Mapping[str, str], attrs: list[str]) -> list[Scope]:
+    """The views one segment's traffic belongs to: everyone, each of its attribute values, itself."""
+    out: list[Scope] = [()]
+    for a in attrs:
+        if a in segment:
+            out.append(((a, segment[a]),))
+    if len(attrs) > 1:
+        out.append(tuple(sorted(segment.items())))
+    return out
 
 
 def merged(stats: Mapping[SegmentKey, VariantStats], scope: Scope,
@@ -174,39 +171,53 @@ class Judgement:
     actions: list[Finding] = field(default_factory=list)
 
 
-def judge(criteria: list[Criterion], cand: Mapping[SegmentKey, VariantStats],
-          base: Mapping[SegmentKey, VariantStats], attrs: list[str], alpha: float,
-          expected_weight: float | None = None) -> Judgement:
-    """Test every criterion on every view; choose the scopes that explain each violation."""
+def judge(criteria: list[Criterion], views: Mapping[Scope, tuple[VariantStats, VariantStats]],
+          cand: Mapping[SegmentKey, VariantStats], base: Mapping[SegmentKey, VariantStats], alpha: float,
+          expected_weight: float | None = None, *, retest: dict[tuple[str, Scope], int] | None = None,
+          growth: float = 0.02, in_force: Callable[[str], list[Scope]] | None = None) -> Judgement:
+    """Test every criterion on every view (candidate, baseline); choose the scopes that explain violations.
+
+    ``retest`` remembers the candidate sample size at each (metric, scope)'s last test: a view is tested again
+    only once it grew by ``growth`` (2 %). Peeking less often keeps an anytime-valid test valid and keeps the
+    per-partial cost flat as the number of views grows. ``in_force(action)`` lists the scopes where an action at
+    least that strong already holds: their traffic is set aside when attributing new violations.
+    """
     out = Judgement()
-    scopes = scopes_for(set(cand) | set(base), attrs)
     for c in criteria:
-        views = scopes if c.per_segment else [()]
-        a = (c.alpha or alpha) / max(1, len(views))
+        scopes = list(views) if c.per_segment else [()]
+        a = (c.alpha or alpha) / max(1, len(scopes))
         found = []
-        for scope in views:
-            v = test_criterion(c, merged(cand, scope), merged(base, scope), a, expected_weight)
-            f = Finding(c, scope, v)
+        for scope in scopes:
+            vc, vb = views.get(scope, (VariantStats(), VariantStats()))
+            if retest is not None:
+                key = (c.metric, scope)
+                last = retest.get(key)
+                n = vc.requests
+                if last is not None and n < last * (1 + growth) + 10:
+                    continue
+                retest[key] = n
+            f = Finding(c, scope, test_criterion(c, vc, vb, a, expected_weight))
             out.findings.append(f)
             if f.worse:
                 found.append(f)
-        out.actions.extend(attribute(c, found, cand, base, a, expected_weight))
+        held = in_force(c.action) if in_force else []
+        out.actions.extend(attribute(c, found, cand, base, a, expected_weight, held))
     return out
 
 
 def attribute(c: Criterion, worse: list[Finding], cand: Mapping[SegmentKey, VariantStats],
               base: Mapping[SegmentKey, VariantStats], alpha: float,
-              expected_weight: float | None) -> list[Finding]:
+              expected_weight: float | None, held: Sequence[Scope] = ()) -> list[Finding]:
     """Pick the scopes to act on: strongest first; later ones must stay worse without the chosen ones."""
     if not worse:
         return []
     order = sorted(worse, key=lambda f: (-_strength(f), len(f.scope), f.scope))
     chosen: list[Finding] = []
     for f in order:
-        if any(_covers(ch.scope, f.scope) for ch in chosen):
+        if any(_covers(sc, f.scope) for sc in [*held, *(ch.scope for ch in chosen)]):
             continue
-        if chosen:
-            excl = [ch.scope for ch in chosen]
+        excl = [*held, *(ch.scope for ch in chosen)]
+        if excl:
             v = test_criterion(c, merged(cand, f.scope, excl), merged(base, f.scope, excl), alpha,
                                expected_weight)
             if v.outcome != "worse":

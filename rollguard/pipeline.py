@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from rollguard.analysis import SegmentKey, judge, parse_segment_key, segment_key
+from rollguard.analysis import Scope, SegmentKey, judge, parse_segment_key, scopes_of, segment_key
 from rollguard.contracts import (
     PARTIAL_SCHEMA, Alert, ContractError, DLQRecord, OutcomeEvent, ResponseEvent, Severity, decode, encode,
 )
@@ -337,6 +337,32 @@ class FeatureRuntime:
     partials: int = 0
     duplicate_partials: int = 0
     overlapping_partials: int = 0
+    # derived, rebuilt on restore: per arm, per view (scope) totals, and when each view was last tested
+    views: dict[str, dict[Scope, VariantStats]] = field(default_factory=dict)
+    attrs: list[str] | None = None
+    retest: dict[tuple[str, Scope], int] = field(default_factory=dict)
+
+    def add(self, seg: SegmentKey, arm: str, s: VariantStats, attrs: list[str]) -> None:
+        """Fold one partial entry into the stage totals and into every view it belongs to."""
+        if self.attrs != attrs:
+            self.rebuild_views(attrs)
+        self.stage_stats.setdefault(arm, {}).setdefault(seg, VariantStats()).merge(s)
+        views = self.views.setdefault(arm, {})
+        for scope in scopes_of(parse_segment_key(seg), attrs):
+            v = views.get(scope)
+            if v is None:
+                v = views[scope] = VariantStats()
+            v.merge(s)
+
+    def rebuild_views(self, attrs: list[str]) -> None:
+        self.attrs = list(attrs)
+        self.views = {}
+        self.retest = {}
+        for arm, segs in self.stage_stats.items():
+            views = self.views.setdefault(arm, {})
+            for seg, s in segs.items():
+                for scope in scopes_of(parse_segment_key(seg), attrs):
+                    views.setdefault(scope, VariantStats()).merge(s)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({
@@ -396,18 +422,18 @@ class Analyzer:
         rt = self.runtime(feature)
         if not self._admit(rt, source):
             return []
+        spec = self.specs.get(feature)
+        attrs = spec.segment_by if spec is not None else []
         for seg, arm, window, data in entries:
             s = VariantStats.from_dict(data)
-            if window < rt.clock - self.lateness_s - self.window_s and window not in rt.windows:
-                pass  # too late for its window's snapshot; it still counts towards the stage totals
-            else:
+            # too late for its window's snapshot, it still counts towards the stage totals
+            if window >= rt.clock - self.lateness_s - self.window_s or window in rt.windows:
                 rt.windows.setdefault(int(window), {}).setdefault(arm, {}).setdefault(seg, VariantStats()).merge(s)
-            rt.stage_stats.setdefault(arm, {}).setdefault(seg, VariantStats()).merge(s)
+            rt.add(seg, arm, s, attrs)
         if p.get("max_ts") is not None:
             rt.clock = max(rt.clock, float(p["max_ts"]))
         rt.partials += 1
         out = self._close_windows(feature, rt)
-        spec = self.specs.get(feature)
         if spec is not None:
             out.extend(self.evaluate(spec, rt, now=now))
         return out
@@ -461,7 +487,10 @@ class Analyzer:
 
             criteria.append(Criterion(metric="safety_failures", max_count=0, action=spec.on_critical_guard,
                                       min_samples=1))
-        j = judge(criteria, cand, base, spec.segment_by, spec.alpha, expected_weight=stage.weight)
+        vc, vb = rt.views.get(cand_arm, {}), rt.views.get(spec.baseline, {})
+        views = {scope: (vc[scope], vb.get(scope, VariantStats())) for scope in vc}
+        j = judge(criteria, views, cand, base, spec.alpha, expected_weight=stage.weight, retest=rt.retest,
+                  in_force=st.held)
         decisions = decide(st, spec, j.actions, now=now or datetime.fromtimestamp(rt.clock, UTC))
         return self._publish(decisions)
 

@@ -44,6 +44,14 @@ class RolloutState:
     def from_json(cls, data: dict[str, Any]) -> RolloutState:
         return cls(**data)
 
+    def held(self, action: str) -> list[Scope]:
+        """Scopes where an action at least as strong as ``action`` is already in force."""
+        out: list[Scope] = []
+        for text, st in self.scopes.items():
+            if _RANK["rollback" if st == "rolled_back" else "pause"] >= _RANK.get(action, 0):
+                out.append(_scope_of_text(text))
+        return out
+
     def status(self, scope: Scope) -> str | None:
         """The strongest action in force over ``scope`` (its own, or a coarser scope containing it)."""
         best: str | None = None
@@ -54,6 +62,13 @@ class RolloutState:
                 if best is None or _RANK[action] > _RANK[best]:
                     best = action
         return best
+
+
+def _scope_of_text(text: str) -> Scope:
+    if text == "all":
+        return ()
+    pairs = (p.split("=", 1) for p in text.split(","))
+    return tuple(sorted((k, v) for k, v in pairs))
 
 
 @dataclass(frozen=True)

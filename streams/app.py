@@ -58,8 +58,8 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
         "decisions": app.topic(t.decisions, **raw), "metrics": app.topic(t.metrics, **raw),  # type: ignore[arg-type]
     }
     state_table = app.Table(
-        "rollout-state", partitions=settings.partitions, key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw", default=None,
+        "rollout-state", partitions=settings.partitions, default=None,
+        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
     )
     fold = IngestFold(specs, window_s=window_s, max_event_bytes=settings.max_event_bytes,
                       max_scan_chars=settings.max_scan_chars,

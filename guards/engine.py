@@ -1,0 +1,325 @@
+"""The one-pass scan: all pattern guards of a field in one hyperscan database.
+
+How the two engines stay identical: every pattern has a precise Python ``re`` form
+(the source of truth for spans) and a hyperscan form that matches a *superset* of it
+(lookarounds dropped, SOM-friendly). Hyperscan scans the field once and reports, per
+pattern, the leftmost start of any candidate. Only patterns with candidates then walk the text with
+``re.search(text, pos)`` from that start. A candidate the validator rejects is not
+consumed (the walk retries one character later), so the accepted matches do not depend
+on where the walk starts, as long as it starts no later than the first accepted match;
+the hyperscan forms are built to guarantee exactly that.
+The ``re`` engine runs every pattern (after a cheap literal prefilter) from position 0.
+Validators (Luhn, mod-97, ...) run only on those matches, in both engines alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+__all__ = ["HAVE_HYPERSCAN", "Hit", "HyperscanScanner", "PatternSpec", "ReScanner", "excerpt", "make_scanner"]
+
+_hs: Any
+try:  # pragma: no cover - depends on the platform
+    import hyperscan as _hs
+
+    HAVE_HYPERSCAN = True
+except ImportError:  # pragma: no cover
+    _hs = None
+    HAVE_HYPERSCAN = False
+
+Validator = Callable[[str, "re.Match[str]"], "tuple[int, int] | None"]
+Redactor = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class PatternSpec:
+    """One pattern of a pattern guard.
+
+    ``regex`` is Python syntax with ASCII semantics (``\\w``, ``\\d``, ``\\b`` are ASCII in
+    both engines). ``hs`` is the hyperscan form: ``""`` reuses ``regex``; ``None`` means
+    "no hyperscan form", the pattern then always runs with ``re``. ``literals``: the
+    pattern cannot match unless one of them occurs (lower-case when ``caseless``); it
+    lets the ``re`` engine skip patterns cheaply. ``validate`` gets the text and match
+    and returns the span to report (or ``None`` to drop the candidate). ``redact``
+    builds the excerpt from the matched text; without it the excerpt is ``label``.
+    ``start`` (optional) is a cheap regex matching every position where ``regex`` can
+    begin; the walk then tries ``match`` only there instead of a slow ``search``.
+    ``hs`` may be a tuple of alternatives (compiled as separate expressions). ``near``
+    is an extra caseless hyperscan anchor for context rules: an accepted match may
+    start anywhere from the anchor's start to ``near_chars`` after its end.
+
+    >>> PatternSpec("pii", "pii.ssn", r"\\d{3}-\\d{2}-\\d{4}").hs_pattern
+    '\\\\d{3}-\\\\d{2}-\\\\d{4}'
+    """
+
+    guard: str
+    code: str
+    regex: str
+    hs: str | tuple[str, ...] | None = ""
+    caseless: bool = False
+    literals: tuple[str, ...] = ()
+    validate: Validator | None = None
+    redact: Redactor | None = None
+    label: str = ""
+    priority: int = 0
+    start: str | None = None
+    near: str | None = None
+    near_chars: int = 0
+
+    @property
+    def hs_pattern(self) -> str | None:
+        """The hyperscan form as one expression (alternatives joined)."""
+        if self.hs == "":
+            return self.regex
+        if isinstance(self.hs, tuple):
+            return "|".join(f"(?:{h})" for h in self.hs)
+        return self.hs
+
+    def hs_expressions(self) -> list[tuple[str, bool, int]]:
+        """(expression, caseless, reach) to compile: the hyperscan alternatives, plus the
+        ``near`` anchor whose matches open a region ``near_chars`` long after them."""
+        if self.hs is None:
+            return []
+        alts = (self.regex,) if self.hs == "" else self.hs if isinstance(self.hs, tuple) else (self.hs,)
+        out = [(h, self.caseless, 0) for h in alts]
+        if self.near is not None:
+            out.append((self.near, True, self.near_chars))
+        return out
+
+
+class Hit(NamedTuple):
+    """A validated match: index into the scanner's specs and the span to report."""
+
+    spec: int
+    start: int
+    end: int
+
+
+def excerpt(spec: PatternSpec, text: str, hit: Hit) -> str:
+    """Redacted excerpt for a hit (computed only for the hits that become findings)."""
+    return spec.redact(text[hit.start : hit.end]) if spec.redact is not None else spec.label
+
+
+def _re_flags(spec: PatternSpec) -> int:
+    return re.ASCII | (re.IGNORECASE if spec.caseless else 0)
+
+
+_sre_parser: Any = importlib.import_module("re._parser")
+_LOOKAHEAD_SLACK = 8  # characters a trailing lookahead may read past a match (ours read <= 3)
+
+
+def max_width(regex: str, flags: int) -> int:
+    """Longest match ``regex`` can produce (a huge number when unbounded).
+
+    >>> max_width(r"\\d{3}-\\d{2}-\\d{4}", re.ASCII), max_width(r"a+", 0) > 10**6
+    (11, True)
+    """
+    return int(_sre_parser.parse(regex, flags).getwidth()[1])
+
+
+Interval = tuple[int, int, int]  # (first start, start bound (exclusive), endpos for search)
+
+
+class ReScanner:
+    """Pure-``re`` engine: prefilter by literals, then walk each pattern over the whole text.
+
+    >>> s = ReScanner([PatternSpec("pii", "pii.ssn", r"\\d{3}-\\d{2}-\\d{4}", label="ssn")])
+    >>> s.scan("id 123-45-6789.")
+    [Hit(spec=0, start=3, end=14)]
+    """
+
+    engine = "re"
+
+    def __init__(self, specs: Sequence[PatternSpec]) -> None:
+        self.specs = tuple(specs)
+        self._compiled = [re.compile(s.regex, _re_flags(s)) for s in self.specs]
+        self._width = [max_width(s.regex, _re_flags(s)) for s in self.specs]
+        self._starts = [None if s.start is None else re.compile(s.start, re.ASCII) for s in self.specs]
+        self._lits = [s.literals for s in self.specs]
+        self._caseless = [s.caseless for s in self.specs]
+
+    def _prefiltered(self, text: str, idx: Iterable[int]) -> list[tuple[int, list[Interval]]]:
+        lower: str | None = None
+        n = len(text)
+        whole = [(0, n + 1, n)]
+        out: list[tuple[int, list[Interval]]] = []
+        for i in idx:
+            lits = self._lits[i]
+            if lits:
+                if self._caseless[i]:
+                    if lower is None:
+                        lower = text.lower()
+                    hay = lower
+                else:
+                    hay = text
+                if not any(lit in hay for lit in lits):
+                    continue
+            out.append((i, whole))
+        return out
+
+    def candidates(self, text: str) -> list[tuple[int, list[Interval]]]:
+        """Per pattern that may match: the regions where an accepted match may start."""
+        return self._prefiltered(text, range(len(self.specs)))
+
+    def scan(self, text: str) -> list[Hit]:
+        """All validated matches in ``text``, pattern by pattern, left to right."""
+        hits: list[Hit] = []
+        if not text:
+            return hits
+        for i, intervals in self.candidates(text):
+            spec = self.specs[i]
+            rx = self._compiled[i]
+            search = rx.search
+            validate = spec.validate
+            starts = self._starts[i]
+            pos = 0
+            for first, bound, endpos in intervals:
+                if pos < first:
+                    pos = first
+                if starts is not None:
+                    pos = self._walk_starts(text, i, starts, rx, pos, bound, endpos, hits)
+                    continue
+                while pos < bound:
+                    m = search(text, pos, endpos)
+                    if m is None:
+                        break
+                    ms = m.start()
+                    if ms >= bound:
+                        break
+                    if validate is None:
+                        s, e = m.span()
+                    else:
+                        span = validate(text, m)
+                        if span is None:  # rejected: retry one character later, don't consume
+                            pos = ms + 1
+                            continue
+                        s, e = span
+                    hits.append(Hit(i, s, e))
+                    pos = e if e > ms else ms + 1
+        return hits
+
+    def _walk_starts(
+        self, text: str, i: int, starts: re.Pattern[str], rx: re.Pattern[str], pos: int, bound: int,
+        endpos: int, hits: list[Hit],
+    ) -> int:
+        """Same walk as ``scan``, trying ``match`` only at positions ``starts`` allows."""
+        validate = self.specs[i].validate
+        match = rx.match
+        for sm in starts.finditer(text, pos, bound):
+            p = sm.start()
+            if p < pos:
+                continue
+            m = match(text, p, endpos)
+            if m is None:
+                continue
+            if validate is None:
+                s, e = m.span()
+            else:
+                span = validate(text, m)
+                if span is None:
+                    continue
+                s, e = span
+            hits.append(Hit(i, s, e))
+            pos = e if e > p else p + 1
+        return max(pos, bound)
+
+
+class HyperscanScanner(ReScanner):
+    """One hyperscan database (SOM leftmost, UTF-8) over all patterns of a field.
+
+    Every accepted ``re`` match starts inside some hyperscan match ``[som, end)`` of
+    its pattern, so the walk only searches those regions; for patterns of bounded
+    width it also stops the search ``width`` characters after the region (``endpos``),
+    which cannot change a match that starts inside the region.
+    Not thread-safe (one hyperscan scratch per scanner): use one GuardSet per thread.
+    """
+
+    engine = "hyperscan"
+
+    def __init__(self, specs: Sequence[PatternSpec]) -> None:
+        super().__init__(specs)
+        assert _hs is not None
+        self._re_only = [i for i, s in enumerate(self.specs) if s.hs is None]
+        self._db: Any = None
+        exprs: list[bytes] = []
+        flags: list[int] = []
+        self._expr_spec: list[int] = []  # expression id -> spec index
+        self._expr_reach: list[int] = []  # expression id -> characters a region extends past the match
+        base = _hs.HS_FLAG_SOM_LEFTMOST | _hs.HS_FLAG_UTF8
+        for i, spec in enumerate(self.specs):
+            for expr, caseless, reach in spec.hs_expressions():
+                exprs.append(expr.encode("utf-8"))
+                flags.append(base | (_hs.HS_FLAG_CASELESS if caseless else 0))
+                self._expr_spec.append(i)
+                self._expr_reach.append(reach)
+        if exprs:
+            db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+            db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
+            self._db = db
+        self._has_reach = any(self._expr_reach)
+
+    def candidates(self, text: str) -> list[tuple[int, list[Interval]]]:
+        out = self._prefiltered(text, self._re_only) if self._re_only else []
+        if self._db is None:
+            return out
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: not valid UTF-8, hyperscan can't take it
+            return super().candidates(text)
+        raw: list[tuple[int, int, int]] = []
+        append = raw.append
+
+        def on_match(pid: int, start: int, end: int, flags: int, ctx: object) -> None:
+            append((pid, start, end))
+
+        self._db.scan(data, match_event_handler=on_match)
+        if not raw:
+            return out
+        spec_of = self._expr_spec
+        if self._has_reach:
+            reach = self._expr_reach
+            raw = [(spec_of[x], s, e + reach[x]) for x, s, e in raw]
+        else:
+            raw = [(spec_of[x], s, e) for x, s, e in raw]
+        raw.sort()
+        n = len(text)
+        extra = len(data) - n  # bytes beyond one per character
+        if extra > 256:  # heavy non-ASCII: exact byte -> character offsets
+            raw = [(p, len(data[:s].decode("utf-8", "ignore")), len(data[:e].decode("utf-8", "ignore")) + 1)
+                   for p, s, e in raw]  # fmt: skip
+            extra = 0
+        width = self._width
+        cur = -1
+        merged: list[Interval] = []
+        hi = -1
+        lo = 0
+        for pid, s, e in raw:
+            # character offset c of byte offset b satisfies b - extra <= c <= b
+            s = s - extra if s > extra else 0
+            if pid != cur:
+                if cur >= 0:
+                    merged.append((lo, hi, min(n, hi + width[cur] + _LOOKAHEAD_SLACK)))
+                    out.append((cur, merged))
+                    merged = []
+                cur, lo, hi = pid, s, e
+            elif s <= hi:
+                if e > hi:
+                    hi = e
+            else:
+                merged.append((lo, hi, min(n, hi + width[cur] + _LOOKAHEAD_SLACK)))
+                lo, hi = s, e
+        merged.append((lo, hi, min(n, hi + width[cur] + _LOOKAHEAD_SLACK)))
+        out.append((cur, merged))
+        out.sort(key=lambda t: t[0])
+        return out
+
+
+def make_scanner(specs: Sequence[PatternSpec], engine: str) -> ReScanner:
+    """Build the scanner for ``engine`` ("hyperscan" or "re")."""
+    if engine == "hyperscan":
+        return HyperscanScanner(specs)
+    return ReScanner(specs)

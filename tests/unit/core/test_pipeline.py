@@ -1,0 +1,90 @@
+"""The per-event fold and the per-feature analysis, without Kafka (the same calls the agents make)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from rollguard.pipeline import Analyzer, IngestFold, SpecBook
+from rollguard.replay import replay
+from rollguard.signing import Signer, Verifier, generate_keypair
+from rollguard.simulate import Regression, Traffic
+from rollguard.spec import load_spec
+
+SPEC = load_spec(Path(__file__).resolve().parents[3] / "rollguard" / "specs" / "support-reply.yaml")
+PREMIUM = {"tier": "premium"}
+
+
+def recorded(traffic: Traffic, n: int) -> list[bytes]:
+    return [orjson.dumps(ev) for ev in traffic.events(n)]
+
+
+def test_premium_regression_rolls_back_premium_only() -> None:
+    priv, pub = generate_keypair()
+    res = replay(recorded(Traffic(seed=1, regressions=[Regression("escalation_rate", 0.15, PREMIUM)]), 30_000),
+                 SpecBook({SPEC.feature: SPEC}), signer=Signer.from_base64("k", priv))
+    cmds = res.decoded("control")
+    assert [(c["action"], c["scope"]) for c in cmds] == [("rollback", PREMIUM)]
+    assert Verifier({"k": pub}).verify(__import__("rollguard.contracts").contracts.Command.model_validate(cmds[0])) \
+        is None
+    assert cmds[0]["evidence"]["metric"] == "escalation_rate"
+    assert [a["command_id"] for a in res.decoded("alerts") if a["kind"] == "criterion"] == [cmds[0]["command_id"]]
+    assert len(res.decoded("decisions")) == 1
+
+
+def test_aa_traffic_triggers_nothing() -> None:
+    res = replay(recorded(Traffic(seed=2), 30_000), SpecBook({SPEC.feature: SPEC}))
+    assert res.decoded("control") == []
+
+
+def test_dlq_keeps_going_and_counts() -> None:
+    fold = IngestFold(SpecBook({SPEC.feature: SPEC}))
+    good = recorded(Traffic(seed=3), 50)
+    bad = [b"nope", b"\xff", b'{"schema":"rollguard.response/v7"}', b"{}"]
+    out = []
+    for i, raw in enumerate([*bad, *good]):
+        out.extend(fold.process(raw, topic="t", partition=0, offset=i))
+    dlq = [orjson.loads(e.value) for e in out if e.kind == "dlq"]
+    assert [d["offset"] for d in dlq] == [0, 1, 2, 3]
+    assert fold.counters.dlq == 4 and fold.counters.responses == 50
+    partial = orjson.loads(fold.flush()[0].value)
+    assert sum(e[3]["requests"] for e in partial["entries"]) == 50
+    assert partial["source"] == {"t:0": [4, 103]}
+
+
+def test_outcomes_join_before_or_after_and_dedupe() -> None:
+    fold = IngestFold(SpecBook({SPEC.feature: SPEC}))
+    evs = list(Traffic(seed=4).events(10))
+    responses = [orjson.dumps(e) for e in evs if e["schema"].startswith("rollguard.response")]
+    outcomes = [orjson.dumps(e) for e in evs if e["schema"].startswith("rollguard.outcome")]
+    for i, raw in enumerate(outcomes[:5] + responses + outcomes[5:] + outcomes[:2]):  # early, late, duplicate
+        fold.process(raw, topic="t", partition=0, offset=i)
+    c = fold.counters
+    assert (c.outcomes_joined, c.outcome_duplicates, c.outcomes_pending) == (10, 2, 0)
+
+
+def test_restored_analyzer_does_not_reissue() -> None:
+    specs = SpecBook({SPEC.feature: SPEC})
+    records = recorded(Traffic(seed=5, regressions=[Regression("escalation_rate", 0.2, PREMIUM)]), 40_000)
+    first = Analyzer(specs)
+    res1 = replay(records[:50_000], specs, analyzer=first)
+    assert len(res1.decoded("control")) == 1
+    second = Analyzer(specs)
+    second.restore(SPEC.feature, first.features[SPEC.feature].to_bytes())
+    res2 = replay(records[50_000:], specs, analyzer=second)
+    assert res2.decoded("control") == []
+
+
+def test_duplicate_partials_are_skipped() -> None:
+    specs = SpecBook({SPEC.feature: SPEC})
+    fold = IngestFold(specs)
+    for i, raw in enumerate(recorded(Traffic(seed=6), 100)):
+        fold.process(raw, topic="t", partition=0, offset=i)
+    partial = fold.flush()[0].value
+    an = Analyzer(specs)
+    an.apply(partial)
+    an.apply(partial)
+    rt = an.features[SPEC.feature]
+    assert rt.duplicate_partials == 1
+    assert sum(s.requests for segs in rt.stage_stats.values() for s in segs.values()) == 100

@@ -45,20 +45,37 @@ PHONE_LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL"]
 IBAN_LOCALES = ["de_DE", "en_GB", "fr_FR", "es_ES", "nl_NL"]
 
 PII_TEMPLATES = {
-    "pii.email": ["You can reach the account owner at {x}.", "I've sent the invoice to {x} as requested.",
-                  "Contact: {x}", "Please confirm that {x} is still your login e-mail."],
-    "pii.phone": ["Call us at {x} if the issue persists.", "Our support line is {x}.",
-                  "The number on file is {x}.", "Phone: {x}", "Ruf uns an unter {x}.",
-                  "Vous pouvez nous appeler au {x}.", "Llámanos al {x}."],
-    "pii.card": ["The card ending in the digits below was charged: {x}.", "Card number: {x}",
-                 "I see a payment with {x} on your account."],
+    "pii.email": [
+        "You can reach the account owner at {x}.",
+        "I've sent the invoice to {x} as requested.",
+        "Contact: {x}",
+        "Please confirm that {x} is still your login e-mail.",
+    ],
+    "pii.phone": [
+        "Call us at {x} if the issue persists.",
+        "Our support line is {x}.",
+        "The number on file is {x}.",
+        "Phone: {x}",
+        "Ruf uns an unter {x}.",
+        "Vous pouvez nous appeler au {x}.",
+        "Llámanos al {x}.",
+    ],
+    "pii.card": [
+        "The card ending in the digits below was charged: {x}.",
+        "Card number: {x}",
+        "I see a payment with {x} on your account.",
+    ],
     "pii.iban": ["Please transfer the amount to IBAN {x}.", "IBAN: {x}", "Refunds go to {x} within 5 days."],
     "pii.ssn": ["The SSN on the application is {x}.", "SSN: {x}"],
     "pii.ipv4": ["The request came from {x}.", "Whitelist the address {x} in your firewall."],
     "pii.ipv6": ["Your server answered from {x}.", "Allow {x} in the security group."],
 }
-SECRET_TEMPLATES = ["Here is the config you asked for:\n\n```\n{x}\n```\n", "Use this value: {x}",
-                    "I found this in the logs: {x} - please rotate it.", "export TOKEN={x}"]
+SECRET_TEMPLATES = [
+    "Here is the config you asked for:\n\n```\n{x}\n```\n",
+    "Use this value: {x}",
+    "I found this in the logs: {x} - please rotate it.",
+    "export TOKEN={x}",
+]
 
 BENIGN_SENTENCES = [
     "Thanks for reaching out! I'd be happy to help with that.",
@@ -115,7 +132,11 @@ def _private_key(rng: random.Random) -> str:
         fmt = serialization.PrivateFormat.OpenSSH
     else:
         key = ec.generate_private_key(ec.SECP256R1())
-        fmt = serialization.PrivateFormat.TraditionalOpenSSL if kind == "ec" else serialization.PrivateFormat.PKCS8
+        fmt = (
+            serialization.PrivateFormat.TraditionalOpenSSL
+            if kind == "ec"
+            else serialization.PrivateFormat.PKCS8
+        )
     pem = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())  # type: ignore[attr-defined]
     return pem.decode().strip()
 
@@ -135,13 +156,15 @@ def secret_value(kind: str, rng: random.Random) -> tuple[str, str]:
             v = f"github_pat_{_rand(rng, ALNUM, 22)}_{_rand(rng, ALNUM, 59)}"
         return v, v
     if kind == "secrets.slack_token":
-        v = f"{rng.choice(['xoxb', 'xoxp'])}-{rng.randint(10**10, 10**13)}-{rng.randint(10**10, 10**13)}-" + _rand(
-            rng, ALNUM, 24
+        v = (
+            f"{rng.choice(['xoxb', 'xoxp'])}-{rng.randint(10**10, 10**13)}-{rng.randint(10**10, 10**13)}-"
+            + _rand(rng, ALNUM, 24)
         )
         return v, v
     if kind == "secrets.slack_webhook":
-        v = f"https://hooks.slack.com/services/T{_rand(rng, string.ascii_uppercase + string.digits, 10)}/B" + (
-            f"{_rand(rng, string.ascii_uppercase + string.digits, 10)}/{_rand(rng, ALNUM, 24)}"
+        v = (
+            f"https://hooks.slack.com/services/T{_rand(rng, string.ascii_uppercase + string.digits, 10)}/B"
+            + (f"{_rand(rng, string.ascii_uppercase + string.digits, 10)}/{_rand(rng, ALNUM, 24)}")
         )
         return v, v
     if kind == "secrets.openai_key":
@@ -162,9 +185,17 @@ def secret_value(kind: str, rng: random.Random) -> tuple[str, str]:
     raise KeyError(kind)
 
 
-SECRET_KINDS = ["secrets.aws_access_key", "secrets.aws_secret_key", "secrets.github_token", "secrets.slack_token",
-                "secrets.slack_webhook", "secrets.openai_key", "secrets.google_api_key", "secrets.private_key",
-                "secrets.jwt"]  # fmt: skip
+SECRET_KINDS = [
+    "secrets.aws_access_key",
+    "secrets.aws_secret_key",
+    "secrets.github_token",
+    "secrets.slack_token",
+    "secrets.slack_webhook",
+    "secrets.openai_key",
+    "secrets.google_api_key",
+    "secrets.private_key",
+    "secrets.jwt",
+]
 
 
 def pii_value(kind: str, fakers: dict[str, Faker], rng: random.Random) -> str:
@@ -197,13 +228,24 @@ def benign_sentence(f: Faker, rng: random.Random) -> str:
     s = rng.choice(BENIGN_SENTENCES)
     ver = f"{rng.randint(1, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 30)}"
     return s.format(
-        order=rng.randint(10**6, 10**9), date=f.date(), kg=round(rng.uniform(0.2, 30), 1),
-        track=f"1Z{_rand(rng, string.ascii_uppercase + string.digits, 16)}", ver=ver,
-        ver2=f"{ver}.{rng.randint(1, 9)}", build=f"{rng.randint(1, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 999)}",
-        sha1=f.sha1(), sha256=f.sha256(), md5=f.md5(), uuid=f.uuid4(), ean=f.ean13(), isbn=f.isbn13(),
-        price=f"{rng.randint(5, 5000)}.{rng.randint(0, 99):02d}", pct=rng.choice([7, 19, 20, 21]),
-        inv=f"{rng.randint(2019, 2026)}-{rng.randint(1, 99999):05d}", eur=f"{rng.randint(10, 9999)},{rng.randint(0, 99):02d}",
-    )  # fmt: skip
+        order=rng.randint(10**6, 10**9),
+        date=f.date(),
+        kg=round(rng.uniform(0.2, 30), 1),
+        track=f"1Z{_rand(rng, string.ascii_uppercase + string.digits, 16)}",
+        ver=ver,
+        ver2=f"{ver}.{rng.randint(1, 9)}",
+        build=f"{rng.randint(1, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 999)}",
+        sha1=f.sha1(),
+        sha256=f.sha256(),
+        md5=f.md5(),
+        uuid=f.uuid4(),
+        ean=f.ean13(),
+        isbn=f.isbn13(),
+        price=f"{rng.randint(5, 5000)}.{rng.randint(0, 99):02d}",
+        pct=rng.choice([7, 19, 20, 21]),
+        inv=f"{rng.randint(2019, 2026)}-{rng.randint(1, 99999):05d}",
+        eur=f"{rng.randint(10, 9999)},{rng.randint(0, 99):02d}",
+    )
 
 
 def pad_to(text: str, size: int, f: Faker, rng: random.Random) -> str:
@@ -222,7 +264,12 @@ def _plant(template: str, value: str, secret: str, code: str) -> tuple[str, list
 
 
 def build_corpus(
-    seed: int = 20261126, *, per_pii_kind: int = 300, per_secret_kind: int = 150, benign: int = 1500, size: int = 1000
+    seed: int = 20261126,
+    *,
+    per_pii_kind: int = 300,
+    per_secret_kind: int = 150,
+    benign: int = 1500,
+    size: int = 1000,
 ) -> tuple[list[Event], list[Event], list[Event]]:
     """(pii events, secret events, benign events), each about ``size`` characters."""
     rng = random.Random(seed)

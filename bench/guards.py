@@ -19,9 +19,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from guard_corpus import Event, build_corpus  # noqa: E402
-
-from rollguard.guards import HAVE_HYPERSCAN, GuardItem, GuardSet, build_guard_set  # noqa: E402
+from guard_corpus import Event, build_corpus
+from rollguard.guards import HAVE_HYPERSCAN, GuardItem, GuardSet, build_guard_set
 
 RESULTS = Path(__file__).resolve().parent / "results" / "guards.json"
 
@@ -36,10 +35,15 @@ PROMPTS = [
 
 def _items(events: Sequence[Event], rng: random.Random) -> list[GuardItem]:
     return [
-        GuardItem(output=e.output, input=rng.choice(PROMPTS), latency_ms=rng.uniform(200, 3000),
-                  input_tokens=rng.randint(50, 800), output_tokens=rng.randint(50, 600))
+        GuardItem(
+            output=e.output,
+            input=rng.choice(PROMPTS),
+            latency_ms=rng.uniform(200, 3000),
+            input_tokens=rng.randint(50, 800),
+            output_tokens=rng.randint(50, 600),
+        )
         for e in events
-    ]  # fmt: skip
+    ]
 
 
 def naive(gs: GuardSet) -> Callable[[GuardItem], int]:
@@ -49,7 +53,9 @@ def naive(gs: GuardSet) -> Callable[[GuardItem], int]:
     for field in ("output", "input"):
         specs = gs.pattern_specs(field)
         flags = [re.ASCII | (re.IGNORECASE if s.caseless else 0) for s in specs]
-        per_field.append((field, [(re.compile(s.regex, f), s.validate) for s, f in zip(specs, flags, strict=True)]))
+        per_field.append(
+            (field, [(re.compile(s.regex, f), s.validate) for s, f in zip(specs, flags, strict=True)])
+        )
     others = [g for g in gs.guards if not hasattr(g, "specs")]
 
     def run(item: GuardItem) -> int:
@@ -79,7 +85,11 @@ def time_per_event(fn: Callable[[GuardItem], Any], items: Sequence[GuardItem], r
 
 def speed(pii: list[Event], secrets: list[Event], benign: list[Event], n: int = 1500) -> dict[str, Any]:
     rng = random.Random(7)
-    mix = rng.choices(benign, k=int(n * 0.7)) + rng.choices(pii, k=int(n * 0.2)) + rng.choices(secrets, k=n // 10)
+    mix = (
+        rng.choices(benign, k=int(n * 0.7))
+        + rng.choices(pii, k=int(n * 0.2))
+        + rng.choices(secrets, k=n // 10)
+    )
     rng.shuffle(mix)
     items = _items(mix, rng)
     t0 = time.perf_counter()
@@ -99,7 +109,10 @@ def speed(pii: list[Event], secrets: list[Event], benign: list[Event], n: int = 
         "events": len(items),
         "mean_output_chars": round(sum(len(i.output) for i in items) / len(items)),
         "mean_input_chars": round(sum(len(i.input) for i in items) / len(items)),
-        "patterns": {"output": len(hs_set.pattern_specs("output")), "input": len(hs_set.pattern_specs("input"))},
+        "patterns": {
+            "output": len(hs_set.pattern_specs("output")),
+            "input": len(hs_set.pattern_specs("input")),
+        },
         "build_ms": round(build_ms, 1),
         "engine": hs_set.engine,
         "us_per_event": {k: round(v, 2) for k, v in rows.items()},
@@ -132,10 +145,11 @@ def accuracy(gs: GuardSet, pii: list[Event], secrets: list[Event], benign: list[
     per_code = {}
     for code in sorted(set(planted) | set(reported)):
         per_code[code] = {
-            "planted": planted[code], "recall": round(found[code] / planted[code], 4) if planted[code] else None,
+            "planted": planted[code],
+            "recall": round(found[code] / planted[code], 4) if planted[code] else None,
             "reported": reported[code],
             "precision": round(correct[code] / reported[code], 4) if reported[code] else None,
-        }  # fmt: skip
+        }
     fp_events = Counter()
     for ev in benign:
         guards = {f.guard for f in gs.check(GuardItem(output=ev.output)) if f.guard in ("pii", "secrets")}
@@ -146,7 +160,8 @@ def accuracy(gs: GuardSet, pii: list[Event], secrets: list[Event], benign: list[
     return {
         "per_code": per_code,
         "benign_events": len(benign),
-        "benign_fp_rate": {k: round(v / len(benign), 4) for k, v in sorted(fp_events.items())} or {"any": 0.0},
+        "benign_fp_rate": {k: round(v / len(benign), 4) for k, v in sorted(fp_events.items())}
+        or {"any": 0.0},
     }
 
 
@@ -173,8 +188,9 @@ def detect_secrets_peer(gs: GuardSet, secrets: list[Event], benign: list[Event])
                 i = text.find(v, i + 1)
         return False
 
-    secrets_only = build_guard_set({"pii": False, "refusal": False, "injection": False, "length": False,
-                                    "flags": False}, engine="auto")  # fmt: skip
+    secrets_only = build_guard_set(
+        {"pii": False, "refusal": False, "injection": False, "length": False, "flags": False}, engine="auto"
+    )
     by_code: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # planted, ours, theirs
     with default_settings():
         t0 = time.perf_counter()
@@ -195,14 +211,24 @@ def detect_secrets_peer(gs: GuardSet, secrets: list[Event], benign: list[Event])
     tot = [sum(r[i] for r in by_code.values()) for i in range(3)]
     return {
         "events": len(secrets),
-        "recall": {c: {"planted": r[0], "rollguard": round(r[1] / r[0], 4), "detect_secrets": round(r[2] / r[0], 4)}
-                   for c, r in sorted(by_code.items())},  # fmt: skip
-        "recall_overall": {"rollguard": round(tot[1] / tot[0], 4), "detect_secrets": round(tot[2] / tot[0], 4)},
-        "benign_events_flagged": {"rollguard": round(ours_benign / 500, 4),
-                                  "detect_secrets": round(sum(1 for v in ds_benign if v) / 500, 4)},
-        "us_per_event": {"rollguard secrets guard": round(ours_us, 1), "rollguard default set": round(full_us, 1),
-                         "detect_secrets": round(ds_us, 1)},
-    }  # fmt: skip
+        "recall": {
+            c: {"planted": r[0], "rollguard": round(r[1] / r[0], 4), "detect_secrets": round(r[2] / r[0], 4)}
+            for c, r in sorted(by_code.items())
+        },
+        "recall_overall": {
+            "rollguard": round(tot[1] / tot[0], 4),
+            "detect_secrets": round(tot[2] / tot[0], 4),
+        },
+        "benign_events_flagged": {
+            "rollguard": round(ours_benign / 500, 4),
+            "detect_secrets": round(sum(1 for v in ds_benign if v) / 500, 4),
+        },
+        "us_per_event": {
+            "rollguard secrets guard": round(ours_us, 1),
+            "rollguard default set": round(full_us, 1),
+            "detect_secrets": round(ds_us, 1),
+        },
+    }
 
 
 def main() -> None:
@@ -214,20 +240,33 @@ def main() -> None:
     acc = accuracy(gs, pii, secrets, benign)
     peer = detect_secrets_peer(gs, secrets, benign)
     out = {
-        "python": platform.python_version(), "machine": platform.machine(), "hyperscan": HAVE_HYPERSCAN,
-        "corpus": {"pii_events": len(pii), "secret_events": len(secrets), "benign_events": len(benign),
-                   "build_s": round(corpus_s, 2)},
-        "speed": sp, "accuracy": acc, "detect_secrets": peer,
-    }  # fmt: skip
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "hyperscan": HAVE_HYPERSCAN,
+        "corpus": {
+            "pii_events": len(pii),
+            "secret_events": len(secrets),
+            "benign_events": len(benign),
+            "build_s": round(corpus_s, 2),
+        },
+        "speed": sp,
+        "accuracy": acc,
+        "detect_secrets": peer,
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2))
 
-    print(f"\nSpeed: {sp['events']} events, output ~{sp['mean_output_chars']} chars, input ~{sp['mean_input_chars']}"
-          f" chars, {sp['patterns']['output']}+{sp['patterns']['input']} patterns (output+input)")  # fmt: skip
+    print(
+        f"\nSpeed: {sp['events']} events, output ~{sp['mean_output_chars']} chars,"
+        f" input ~{sp['mean_input_chars']} chars,"
+        f" {sp['patterns']['output']}+{sp['patterns']['input']} patterns (output+input)"
+    )
     print(f"{'':42s} {'µs/event':>10s} {'speedup vs naive':>17s}")
     for k, v in sp["us_per_event"].items():
         print(f"{k:42s} {v:10.1f} {sp['speedup_vs_naive'][k]:16.1f}x")
-    print(f"\nAccuracy (recall over planted values, precision over reported spans; {len(benign)} benign events)")
+    print(
+        f"\nAccuracy (recall over planted values, precision over reported spans; {len(benign)} benign events)"
+    )
     print(f"{'code':26s} {'planted':>8s} {'recall':>8s} {'reported':>9s} {'precision':>10s}")
     for code, r in acc["per_code"].items():
         rec = "-" if r["recall"] is None else f"{r['recall']:.3f}"
@@ -245,8 +284,10 @@ def main() -> None:
         print(f"{'benign events flagged':26s} {bf['rollguard']:10.3f} {bf['detect_secrets']:15.3f}")
         for k, v in peer["us_per_event"].items():
             print(f"µs/event {k:32s} {v:10.1f}")
-    print(f"\nwrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}"
-          f" in {time.perf_counter() - t0:.1f}s")  # fmt: skip
+    print(
+        f"\nwrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}"
+        f" in {time.perf_counter() - t0:.1f}s"
+    )
 
 
 if __name__ == "__main__":

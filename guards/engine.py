@@ -110,6 +110,9 @@ def _re_flags(spec: PatternSpec) -> int:
 
 _sre_parser: Any = importlib.import_module("re._parser")
 _LOOKAHEAD_SLACK = 8  # characters a trailing lookahead may read past a match (ours read <= 3)
+# Hyperscan forms at most this wide skip start-of-match tracking (cheaper): a match ending
+# at e starts at or after e - width. Wider or unbounded forms use HS_FLAG_SOM_LEFTMOST.
+_SOM_WIDTH = 256
 
 
 def max_width(regex: str, flags: int) -> int:
@@ -165,12 +168,12 @@ class ReScanner:
         """Per pattern that may match: the regions where an accepted match may start."""
         return self._prefiltered(text, range(len(self.specs)))
 
-    def scan(self, text: str) -> list[Hit]:
+    def scan(self, text: str, candidates: list[tuple[int, list[Interval]]] | None = None) -> list[Hit]:
         """All validated matches in ``text``, pattern by pattern, left to right."""
         hits: list[Hit] = []
         if not text:
             return hits
-        for i, intervals in self.candidates(text):
+        for i, intervals in self.candidates(text) if candidates is None else candidates:
             spec = self.specs[i]
             rx = self._compiled[i]
             search = rx.search
@@ -229,12 +232,14 @@ class ReScanner:
 
 
 class HyperscanScanner(ReScanner):
-    """One hyperscan database (SOM leftmost, UTF-8) over all patterns of a field.
+    """One hyperscan database (UTF-8) over all patterns of a field.
 
     Every accepted ``re`` match starts inside some hyperscan match ``[som, end)`` of
-    its pattern, so the walk only searches those regions; for patterns of bounded
-    width it also stops the search ``width`` characters after the region (``endpos``),
-    which cannot change a match that starts inside the region.
+    its pattern (``som`` from HS_FLAG_SOM_LEFTMOST, or ``end - width`` for hyperscan
+    forms of bounded width, which avoids the cost of SOM tracking), so the walk only
+    searches those regions; for patterns of bounded width it also stops the search
+    ``width`` characters after the region (``endpos``), which cannot change a match
+    that starts inside the region.
     Not thread-safe (one hyperscan scratch per scanner): use one GuardSet per thread.
     """
 
@@ -249,18 +254,26 @@ class HyperscanScanner(ReScanner):
         flags: list[int] = []
         self._expr_spec: list[int] = []  # expression id -> spec index
         self._expr_reach: list[int] = []  # expression id -> characters a region extends past the match
-        base = _hs.HS_FLAG_SOM_LEFTMOST | _hs.HS_FLAG_UTF8
+        self._expr_width: list[int] = []  # 0: start of match from SOM; else starts >= end - width
         for i, spec in enumerate(self.specs):
             for expr, caseless, reach in spec.hs_expressions():
+                try:
+                    w = max_width(expr, re.ASCII | (re.IGNORECASE if caseless else 0))
+                except Exception:  # not parseable as Python regex: ask hyperscan for the start
+                    w = _SOM_WIDTH + 1
+                som = w > _SOM_WIDTH
                 exprs.append(expr.encode("utf-8"))
-                flags.append(base | (_hs.HS_FLAG_CASELESS if caseless else 0))
+                flags.append(
+                    _hs.HS_FLAG_UTF8
+                    | (_hs.HS_FLAG_SOM_LEFTMOST if som else 0)
+                    | (_hs.HS_FLAG_CASELESS if caseless else 0)
+                )
                 self._expr_spec.append(i)
                 self._expr_reach.append(reach)
+                self._expr_width.append(0 if som else max(w, 1))
         if exprs:
-            db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-            db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
-            self._db = db
-        self._has_reach = any(self._expr_reach)
+            self._db = _compiled_db(tuple(exprs), tuple(flags))
+
 
     def candidates(self, text: str) -> list[tuple[int, list[Interval]]]:
         out = self._prefiltered(text, self._re_only) if self._re_only else []
@@ -279,27 +292,29 @@ class HyperscanScanner(ReScanner):
         self._db.scan(data, match_event_handler=on_match)
         if not raw:
             return out
-        spec_of = self._expr_spec
-        if self._has_reach:
-            reach = self._expr_reach
-            raw = [(spec_of[x], s, e + reach[x]) for x, s, e in raw]
-        else:
-            raw = [(spec_of[x], s, e) for x, s, e in raw]
-        raw.sort()
         n = len(text)
         extra = len(data) - n  # bytes beyond one per character
-        if extra > 256:  # heavy non-ASCII: exact byte -> character offsets
-            raw = [(p, len(data[:s].decode("utf-8", "ignore")), len(data[:e].decode("utf-8", "ignore")) + 1)
-                   for p, s, e in raw]  # fmt: skip
-            extra = 0
+        spec_of, reach, wid = self._expr_spec, self._expr_reach, self._expr_width
+        conv: list[tuple[int, int, int]] = []
+        if extra <= 256:
+            # character offset c of byte offset b satisfies b - extra <= c <= b
+            for x, s, e in raw:
+                w = wid[x]
+                s = (e - w if w else s) - extra
+                conv.append((spec_of[x], s if s > 0 else 0, e + reach[x]))
+        else:  # heavy non-ASCII: exact byte -> character offsets
+            for x, s, e in raw:
+                w = wid[x]
+                ec = len(data[:e].decode("utf-8", "ignore"))
+                sc = ec - w if w else len(data[:s].decode("utf-8", "ignore"))
+                conv.append((spec_of[x], sc if sc > 0 else 0, ec + 1 + reach[x]))
+        conv.sort()
         width = self._width
         cur = -1
         merged: list[Interval] = []
         hi = -1
         lo = 0
-        for pid, s, e in raw:
-            # character offset c of byte offset b satisfies b - extra <= c <= b
-            s = s - extra if s > extra else 0
+        for pid, s, e in conv:
             if pid != cur:
                 if cur >= 0:
                     merged.append((lo, hi, min(n, hi + width[cur] + _LOOKAHEAD_SLACK)))
@@ -316,6 +331,25 @@ class HyperscanScanner(ReScanner):
         out.append((cur, merged))
         out.sort(key=lambda t: t[0])
         return out
+
+
+_DB_CACHE: dict[tuple[tuple[bytes, ...], tuple[int, ...]], bytes] = {}
+
+
+def _compiled_db(exprs: tuple[bytes, ...], flags: tuple[int, ...]) -> Any:
+    """Compile once per process and pattern set (compiling takes ~0.1-0.3 s); every
+    scanner still gets its own database copy and scratch, so scanners share no state."""
+    blob = _DB_CACHE.get((exprs, flags))
+    if blob is None:
+        db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+        n = len(exprs)
+        db.compile(expressions=list(exprs), ids=list(range(n)), elements=n, flags=list(flags))
+        if len(_DB_CACHE) < 64:
+            _DB_CACHE[(exprs, flags)] = _hs.dumpb(db)
+        return db
+    db = _hs.loadb(blob, _hs.HS_MODE_BLOCK)
+    db.scratch = _hs.Scratch(db)
+    return db
 
 
 def make_scanner(specs: Sequence[PatternSpec], engine: str) -> ReScanner:

@@ -39,6 +39,11 @@ class GuardSet:
         self._requested = requested
         self._pattern = [g for g in guards if isinstance(g, PatternGuard)]
         self._other = [g for g in guards if not isinstance(g, PatternGuard)]
+        # pattern guards with their own pre-scan logic (e.g. refusal trusts the producer's flag)
+        base = PatternGuard
+        self._special = [
+            g for g in self._pattern if type(g).pre is not base.pre or type(g).applies is not base.applies
+        ]
         # per field: one scanner over the specs of all pattern guards, and spec -> guard
         self._scanners: list[tuple[str, ReScanner, list[PatternGuard]]] = []
         for field in FIELDS:
@@ -58,14 +63,15 @@ class GuardSet:
     def check(self, item: GuardItem) -> list[Finding]:
         """All findings for one item, in a stable order (scan fields, then other guards)."""
         out: list[Finding] = []
-        active: list[PatternGuard] = []
-        for g in self._pattern:
+        skip: set[int] = set()
+        for g in self._special:
             try:
                 out.extend(g.pre(item))
-                if g.applies(item):
-                    active.append(g)
+                if not g.applies(item):
+                    skip.add(id(g))
             except Exception as e:
                 out.append(_internal(g, e))
+                skip.add(id(g))
         for field, scanner, owner in self._scanners:
             value = getattr(item, field, "")
             text = value if isinstance(value, str) else ""
@@ -75,16 +81,18 @@ class GuardSet:
                 hits = scanner.scan(text)
             except Exception:
                 try:  # e.g. a hyperscan failure: the re engine gives the same answer
-                    hits = ReScanner.scan(scanner, text)
+                    hits = scanner.scan(text, ReScanner.candidates(scanner, text))
                 except Exception as e:
-                    out.extend(_internal(g, e) for g in dict.fromkeys(owner))
+                    out.extend(_internal(g, e) for g in dict.fromkeys(owner) if id(g) not in skip)
                     continue
+            if not hits:
+                continue
             per_guard: dict[int, list[tuple[PatternSpec, Any]]] = {}
             for h in hits:
                 per_guard.setdefault(id(owner[h.spec]), []).append((scanner.specs[h.spec], h))
-            for g in active:
+            for g in self._pattern:
                 group = per_guard.get(id(g))
-                if group:
+                if group and id(g) not in skip:
                     try:
                         out.extend(g.findings(field, text, group))
                     except Exception as e:

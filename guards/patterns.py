@@ -49,7 +49,7 @@ _PHONE_WORDS = (
     r"telefon|handy|mobil|anrufen|ruf\b|rufnummer|t[ée]l[ée]phone|t[ée]l\.|portable|appel|joindre|"
     r"tel[ée]fono|m[óo]vil|celular|ll[aá]m"
 )
-_PHONE_CONTEXT = re.compile(f"(?:{_PHONE_WORDS})", re.IGNORECASE | re.ASCII)
+_PHONE_CONTEXT = re.compile(f"\\b(?:{_PHONE_WORDS})", re.IGNORECASE | re.ASCII)
 _PHONE_CONTEXT_CHARS = 32
 _NANP = re.compile(r"\(?[2-9]\d{2}\)?[ .-]?\d{3}[.-]\d{4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?", re.ASCII)
 _DATE_LIKE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}", re.ASCII)
@@ -125,11 +125,14 @@ _KEEP_DIGITS = str.maketrans("", "", "".join(chr(c) for c in range(128) if not c
 _GAP = r"[ .\-/()]{0,6}"
 # One alternative per acceptance rule of _phone (structural shapes); the context rule
 # is covered by the ``near`` anchor on the phone words.
+# Each also consumes the character before (what the re lookbehind forbids), which
+# keeps digits inside hashes and codes from waking the phone walk.
+_PB = r"(?:^|[^\w+/.\-])"
 _PHONE_HS = (
-    rf"\+[(]?\d(?:{_GAP}\d){{7}}", rf"00[1-9](?:{_GAP}\d){{7}}", rf"\(\d(?:{_GAP}\d){{8}}",
-    r"\(?[2-9]\d{2}\)?[ .-]?\d{3}[.-]\d{4}", rf"0(?:{_GAP}\d){{8}}",
+    rf"{_PB}\+[(]?\d(?:{_GAP}\d){{7}}", rf"{_PB}00[1-9](?:{_GAP}\d){{7}}", rf"{_PB}\(\d(?:{_GAP}\d){{8}}",
+    rf"{_PB}\(?[2-9]\d{{2}}\)?[ .-]?\d{{3}}[.-]\d{{4}}", rf"{_PB}0(?:{_GAP}\d){{8}}",
 )
-_PHONE_NEAR = _PHONE_WORDS.replace("\\b", "")
+_PHONE_NEAR = "\\b(?:" + _PHONE_WORDS.replace("\\b", "") + ")"  # no trailing \b: superset of _PHONE_CONTEXT
 _PHONE_RE = (
     r"(?<![\w+/.-])(?:\+|00)?(?:\d{1,12}|\(\d{1,5}\))(?:[ .\-/]?\(0\)[ .\-/]?)?"
     r"(?:[ .\-/]{1,2}\d{1,12}|[ .\-/]{0,2}\(\d{1,5}\)|(?<=\))\d{1,12}){0,6}"
@@ -145,7 +148,8 @@ _PII: dict[str, tuple[PatternSpec, ...]] = {
             "pii", "pii.email",
             r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
             r"[A-Za-z]{2,24}(?![\w-])",
-            hs=r"[A-Za-z0-9._%+-]+@[A-Za-z0-9]", literals=("@",), validate=_email, redact=redact_email,
+            hs=r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9]", literals=("@",), validate=_email, redact=redact_email,
+            start=r"(?<![\w.%+-])[A-Za-z0-9](?=[A-Za-z0-9._%+-]{0,63}@)",
             priority=50,
         ),
     ),
@@ -153,20 +157,21 @@ _PII: dict[str, tuple[PatternSpec, ...]] = {
         PatternSpec(
             "pii", "pii.iban",
             r"(?<!\w)[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?!\w)",
-            hs=r"[A-Z]{2}\d{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}", validate=_iban,
+            hs=r"(?:^|\W)[A-Z]{2}\d{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}", validate=_iban,
             redact=lambda s: s[:2] + mask_digits(s[2:]).translate(_ALNUM_STAR), priority=40,
         ),
     ),
     "card": (
         PatternSpec(
             "pii", "pii.card", r"(?<![\w-])(?:\d[ -]?){11,18}\d(?![\w-]|[.,]\d)",
-            hs=r"[1-6](?:[ -]?\d){11,18}",  # accepted cards start with 1-6 (see card_ok) validate=_card, redact=lambda s: mask_digits(s, 4), priority=30,
+            hs=r"(?:^|[^\w-])[1-6](?:[ -]?\d){11,18}",  # accepted cards start with 1-6 (see card_ok)
+            validate=_card, redact=lambda s: mask_digits(s, 4), priority=30,
             start=r"(?<![\w-])\d",
         ),
     ),
     "ssn": (
         PatternSpec(
-            "pii", "pii.ssn", r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])", hs=r"\d{3}-\d{2}-\d{4}",
+            "pii", "pii.ssn", r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])", hs=r"(?:^|[^\w-])\d{3}-\d{2}-\d{4}",
             literals=("-",), validate=_ssn, redact=mask_digits, priority=20,
         ),
     ),
@@ -178,7 +183,8 @@ _PII: dict[str, tuple[PatternSpec, ...]] = {
             priority=15,
         ),
         PatternSpec(
-            "pii", "pii.ipv4", r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)", hs=r"(?:\d{1,3}\.){3}\d{1,3}",
+            "pii", "pii.ipv4", r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)",
+            hs=r"(?:^|[^\w.])(?:\d{1,3}\.){3}\d{1,3}",
             literals=(".",), validate=_ipv4, redact=redact_ip, priority=12,
         ),
     ),
@@ -314,7 +320,7 @@ _SECRETS: dict[str, tuple[PatternSpec, ...]] = {
             "secrets", "secrets.private_key",
             r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
             r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)?",
-            hs=r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY", literals=("PRIVATE KEY",), redact=_pem_excerpt,
+            hs=r"-----BEGIN ", literals=("PRIVATE KEY",), redact=_pem_excerpt,
             priority=20,
         ),
     ),
@@ -322,7 +328,7 @@ _SECRETS: dict[str, tuple[PatternSpec, ...]] = {
         PatternSpec(
             "secrets", "secrets.jwt",
             rf"{_NB}eyJ[A-Za-z0-9_-]{{4,}}\.[A-Za-z0-9_-]{{4,}}\.[A-Za-z0-9_-]*{_NA}",
-            hs=r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.", literals=("eyJ",), validate=_jwt,
+            hs=r"eyJ[A-Za-z0-9_-]{4}", literals=("eyJ",), validate=_jwt,
             redact=lambda s: keep_prefix(s, 3), priority=5,
         ),
     ),
@@ -339,8 +345,8 @@ def secret_specs(kinds: Iterable[str]) -> list[PatternSpec]:
 # ----------------------------------------------------------------------------- refusals
 
 _AP = "['’]"
-_IM = rf"I(?:{_AP}m|\s+am)"
-_CANT = rf"(?:can{_AP}?t|cannot|can\s+not|won{_AP}?t|will\s+not)"
+_IM = rf"I(?:{_AP}m|\s{{1,8}}am)"
+_CANT = rf"(?:can{_AP}?t|cannot|can\s{{1,8}}not|won{_AP}?t|will\s{{1,8}}not)"
 _VERBS = (
     r"(?:help|assist|provide|do|comply|fulfil|fulfill|answer|share|create|generate|write|support|engage|"
     r"discuss|give|continue|complete)"
@@ -349,68 +355,68 @@ _VERBS = (
 # (language, code) -> (label, regex, literals for the re prefilter)
 _REFUSAL: dict[tuple[str, str], tuple[str, ...]] = {
     ("en", "refusal.phrase"): (
-        rf"\b{_IM}\s+(?:so\s+|very\s+|truly\s+|really\s+)?sorry,?\s+(?:but\s+)?(?:I\s+{_CANT}|{_IM}\s+(?:unable|not\s+able))"
-        rf"|\b(?:sorry|unfortunately),?\s+(?:but\s+)?(?:I\s+{_CANT}|{_IM}\s+(?:unable|not\s+able)\s+to)\s+{_VERBS}"
-        rf"|\bI\s+{_CANT}\s+(?:help|assist)\s+(?:you\s+)?with\s+(?:that|this|your\s+request|the\s+request|requests)"
-        rf"|\b{_IM}\s+(?:unable|not\s+able)\s+to\s+(?:help|assist|comply|fulfil|fulfill|provide|answer)"
-        rf"|\bI\s+{_CANT}\s+(?:comply|fulfil|fulfill)"
-        rf"|\bI\s+must\s+(?:respectfully\s+)?decline"
-        rf"|\bAs\s+an\s+AI(?:\s+language)?\s+model"
-        rf"|\bAs\s+an\s+AI(?:\s+assistant)?,?\s+I\s+(?:{_CANT}|don{_AP}?t|do\s+not|have\s+no)",
+        rf"\b{_IM}\s{{1,8}}(?:so\s{{1,8}}|very\s{{1,8}}|truly\s{{1,8}}|really\s{{1,8}})?sorry,?\s{{1,8}}(?:but\s{{1,8}})?(?:I\s{{1,8}}{_CANT}|{_IM}\s{{1,8}}(?:unable|not\s{{1,8}}able))"
+        rf"|\b(?:sorry|unfortunately),?\s{{1,8}}(?:but\s{{1,8}})?(?:I\s{{1,8}}{_CANT}|{_IM}\s{{1,8}}(?:unable|not\s{{1,8}}able)\s{{1,8}}to)\s{{1,8}}{_VERBS}"
+        rf"|\bI\s{{1,8}}{_CANT}\s{{1,8}}(?:help|assist)\s{{1,8}}(?:you\s{{1,8}})?with\s{{1,8}}(?:that|this|your\s{{1,8}}request|the\s{{1,8}}request|requests)"
+        rf"|\b{_IM}\s{{1,8}}(?:unable|not\s{{1,8}}able)\s{{1,8}}to\s{{1,8}}(?:help|assist|comply|fulfil|fulfill|provide|answer)"
+        rf"|\bI\s{{1,8}}{_CANT}\s{{1,8}}(?:comply|fulfil|fulfill)"
+        rf"|\bI\s{{1,8}}must\s{{1,8}}(?:respectfully\s{{1,8}})?decline"
+        rf"|\bAs\s{{1,8}}an\s{{1,8}}AI(?:\s{{1,8}}language)?\s{{1,8}}model"
+        rf"|\bAs\s{{1,8}}an\s{{1,8}}AI(?:\s{{1,8}}assistant)?,?\s{{1,8}}I\s{{1,8}}(?:{_CANT}|don{_AP}?t|do\s{{1,8}}not|have\s{{1,8}}no)",
         "sorry", "unfortunately", "can", "won", "will", "able", "decline", "ai",
     ),
     ("en", "refusal.non_answer"): (
-        rf"\bI\s+(?:don{_AP}?t|do\s+not)\s+know\b"
-        rf"|\bI\s+(?:don{_AP}?t|do\s+not)\s+have\s+(?:enough\s+|sufficient\s+|any\s+)?(?:information|data|details|context)"
-        rf"\s+(?:about|on|to|regarding)"
-        rf"|\bI\s+(?:don{_AP}?t|do\s+not)\s+have\s+access\s+to\s+(?:real-time|that|this|your|the\s+internet)"
-        rf"|\bI\s+have\s+no\s+(?:information|knowledge|data)\s+(?:about|on|regarding)",
+        rf"\bI\s{{1,8}}(?:don{_AP}?t|do\s{{1,8}}not)\s{{1,8}}know\b"
+        rf"|\bI\s{{1,8}}(?:don{_AP}?t|do\s{{1,8}}not)\s{{1,8}}have\s{{1,8}}(?:enough\s{{1,8}}|sufficient\s{{1,8}}|any\s{{1,8}})?(?:information|data|details|context)"
+        rf"\s{{1,8}}(?:about|on|to|regarding)"
+        rf"|\bI\s{{1,8}}(?:don{_AP}?t|do\s{{1,8}}not)\s{{1,8}}have\s{{1,8}}access\s{{1,8}}to\s{{1,8}}(?:real-time|that|this|your|the\s{{1,8}}internet)"
+        rf"|\bI\s{{1,8}}have\s{{1,8}}no\s{{1,8}}(?:information|knowledge|data)\s{{1,8}}(?:about|on|regarding)",
         "know", "have",
     ),
     ("de", "refusal.phrase"): (
-        r"\bEs\s+tut\s+mir\s+(?:sehr\s+)?leid,?\s+(?:aber\s+)?(?:ich\s+kann|das\s+kann\s+ich|ich\s+bin\s+nicht\s+in\s+der\s+Lage|ich\s+darf)"
-        r"|\bLeider\s+(?:kann|darf)\s+ich\s+(?:Ihnen\s+|dir\s+|euch\s+)?(?:dabei\s+|damit\s+|hierbei\s+|bei\s+(?:dieser|Ihrer|deiner)\s+Anfrage\s+)?"
-        r"(?:nicht|keine)\s+(?:helfen|weiterhelfen|behilflich|unterstützen|Auskunft)"
-        r"|\bIch\s+kann\s+(?:Ihnen\s+|dir\s+)?(?:dabei\s+|damit\s+|hierbei\s+|bei\s+(?:dieser|Ihrer|deiner)\s+Anfrage\s+)?nicht\s+"
-        r"(?:helfen|weiterhelfen|behilflich\s+sein|unterstützen)"
-        r"|\bIch\s+bin\s+(?:leider\s+)?nicht\s+in\s+der\s+Lage"
-        r"|\bAls\s+(?:ein\s+)?KI(?:-Sprachmodell|-Modell|-Assistent|\s+Sprachmodell)"
-        r"|\bIch\s+muss\s+(?:das\s+|diese\s+Anfrage\s+)?(?:leider\s+)?ablehnen",
+        r"\bEs\s{1,8}tut\s{1,8}mir\s{1,8}(?:sehr\s{1,8})?leid,?\s{1,8}(?:aber\s{1,8})?(?:ich\s{1,8}kann|das\s{1,8}kann\s{1,8}ich|ich\s{1,8}bin\s{1,8}nicht\s{1,8}in\s{1,8}der\s{1,8}Lage|ich\s{1,8}darf)"
+        r"|\bLeider\s{1,8}(?:kann|darf)\s{1,8}ich\s{1,8}(?:Ihnen\s{1,8}|dir\s{1,8}|euch\s{1,8})?(?:dabei\s{1,8}|damit\s{1,8}|hierbei\s{1,8}|bei\s{1,8}(?:dieser|Ihrer|deiner)\s{1,8}Anfrage\s{1,8})?"
+        r"(?:nicht|keine)\s{1,8}(?:helfen|weiterhelfen|behilflich|unterstützen|Auskunft)"
+        r"|\bIch\s{1,8}kann\s{1,8}(?:Ihnen\s{1,8}|dir\s{1,8})?(?:dabei\s{1,8}|damit\s{1,8}|hierbei\s{1,8}|bei\s{1,8}(?:dieser|Ihrer|deiner)\s{1,8}Anfrage\s{1,8})?nicht\s{1,8}"
+        r"(?:helfen|weiterhelfen|behilflich\s{1,8}sein|unterstützen)"
+        r"|\bIch\s{1,8}bin\s{1,8}(?:leider\s{1,8})?nicht\s{1,8}in\s{1,8}der\s{1,8}Lage"
+        r"|\bAls\s{1,8}(?:ein\s{1,8})?KI(?:-Sprachmodell|-Modell|-Assistent|\s{1,8}Sprachmodell)"
+        r"|\bIch\s{1,8}muss\s{1,8}(?:das\s{1,8}|diese\s{1,8}Anfrage\s{1,8})?(?:leider\s{1,8})?ablehnen",
         "leid", "leider", "kann", "lage", "ki", "ablehnen",
     ),
     ("de", "refusal.non_answer"): (
-        r"\bIch\s+wei(?:ß|ss)\s+(?:es\s+|das\s+)?(?:leider\s+)?nicht\b"
-        r"|\bIch\s+habe\s+(?:leider\s+)?keine\s+(?:Informationen|Kenntnis|Daten)\s+(?:über|zu|darüber)"
-        r"|\bDazu\s+(?:habe\s+ich|liegen\s+mir)\s+(?:leider\s+)?keine\s+Informationen",
+        r"\bIch\s{1,8}wei(?:ß|ss)\s{1,8}(?:es\s{1,8}|das\s{1,8})?(?:leider\s{1,8})?nicht\b"
+        r"|\bIch\s{1,8}habe\s{1,8}(?:leider\s{1,8})?keine\s{1,8}(?:Informationen|Kenntnis|Daten)\s{1,8}(?:über|zu|darüber)"
+        r"|\bDazu\s{1,8}(?:habe\s{1,8}ich|liegen\s{1,8}mir)\s{1,8}(?:leider\s{1,8})?keine\s{1,8}Informationen",
         "wei", "keine",
     ),
     ("fr", "refusal.phrase"): (
-        rf"\b(?:Je\s+suis\s+)?(?:vraiment\s+)?d[ée]sol[ée]e?,?\s+(?:mais\s+)?je\s+ne\s+(?:peux|suis\s+pas\s+en\s+mesure)"
-        rf"|\bJe\s+ne\s+peux\s+pas\b"
-        rf"|\bJe\s+ne\s+suis\s+pas\s+en\s+mesure\s+de"
-        rf"|\bEn\s+tant\s+qu(?:e\s+mod[èe]le\s+de\s+langage|e\s+(?:simple\s+)?assistant|{_AP}\s*(?:IA|intelligence\s+artificielle))"
-        rf"|\bJe\s+dois\s+(?:malheureusement\s+)?refuser"
-        rf"|\bIl\s+m{_AP}est\s+impossible\s+de",
+        rf"\b(?:Je\s{{1,8}}suis\s{{1,8}})?(?:vraiment\s{{1,8}})?d[ée]sol[ée]e?,?\s{{1,8}}(?:mais\s{{1,8}})?je\s{{1,8}}ne\s{{1,8}}(?:peux|suis\s{{1,8}}pas\s{{1,8}}en\s{{1,8}}mesure)"
+        rf"|\bJe\s{{1,8}}ne\s{{1,8}}peux\s{{1,8}}pas\b"
+        rf"|\bJe\s{{1,8}}ne\s{{1,8}}suis\s{{1,8}}pas\s{{1,8}}en\s{{1,8}}mesure\s{{1,8}}de"
+        rf"|\bEn\s{{1,8}}tant\s{{1,8}}qu(?:e\s{{1,8}}mod[èe]le\s{{1,8}}de\s{{1,8}}langage|e\s{{1,8}}(?:simple\s{{1,8}})?assistant|{_AP}\s{{0,8}}(?:IA|intelligence\s{{1,8}}artificielle))"
+        rf"|\bJe\s{{1,8}}dois\s{{1,8}}(?:malheureusement\s{{1,8}})?refuser"
+        rf"|\bIl\s{{1,8}}m{_AP}est\s{{1,8}}impossible\s{{1,8}}de",
         "sol", "peux", "mesure", "tant", "refuser", "impossible",
     ),
     ("fr", "refusal.non_answer"): (
-        rf"\bJe\s+ne\s+sais\s+pas\b"
-        rf"|\bJe\s+n{_AP}ai\s+pas\s+(?:assez\s+d{_AP}|suffisamment\s+d{_AP}|d{_AP}|accès\s+(?:à\s+|aux\s+))informations?",
+        rf"\bJe\s{{1,8}}ne\s{{1,8}}sais\s{{1,8}}pas\b"
+        rf"|\bJe\s{{1,8}}n{_AP}ai\s{{1,8}}pas\s{{1,8}}(?:assez\s{{1,8}}d{_AP}|suffisamment\s{{1,8}}d{_AP}|d{_AP}|accès\s{{1,8}}(?:à\s{{1,8}}|aux\s{{1,8}}))informations?",
         "sais", "information",
     ),
     ("es", "refusal.phrase"): (
-        r"\bLo\s+siento(?:\s+mucho)?,?\s+(?:pero\s+)?no\s+(?:puedo|me\s+es\s+posible|estoy\s+en\s+condiciones)"
-        r"|\bNo\s+puedo\s+(?:ayudar(?:te|le|les)?|asistir(?:te|le)?|proporcionar|cumplir|hacer\s+eso|responder)"
-        r"|\bComo\s+(?:un\s+)?modelo\s+de\s+lenguaje"
-        r"|\bComo\s+(?:una\s+)?(?:IA|inteligencia\s+artificial),?\s+no\s+(?:puedo|tengo)"
-        r"|\bNo\s+estoy\s+en\s+condiciones\s+de"
-        r"|\bDebo\s+(?:rechazar|declinar)"
-        r"|\bLamentablemente,?\s+no\s+puedo",
+        r"\bLo\s{1,8}siento(?:\s{1,8}mucho)?,?\s{1,8}(?:pero\s{1,8})?no\s{1,8}(?:puedo|me\s{1,8}es\s{1,8}posible|estoy\s{1,8}en\s{1,8}condiciones)"
+        r"|\bNo\s{1,8}puedo\s{1,8}(?:ayudar(?:te|le|les)?|asistir(?:te|le)?|proporcionar|cumplir|hacer\s{1,8}eso|responder)"
+        r"|\bComo\s{1,8}(?:un\s{1,8})?modelo\s{1,8}de\s{1,8}lenguaje"
+        r"|\bComo\s{1,8}(?:una\s{1,8})?(?:IA|inteligencia\s{1,8}artificial),?\s{1,8}no\s{1,8}(?:puedo|tengo)"
+        r"|\bNo\s{1,8}estoy\s{1,8}en\s{1,8}condiciones\s{1,8}de"
+        r"|\bDebo\s{1,8}(?:rechazar|declinar)"
+        r"|\bLamentablemente,?\s{1,8}no\s{1,8}puedo",
         "siento", "puedo", "como", "condiciones", "debo",
     ),
     ("es", "refusal.non_answer"): (
-        r"\bNo\s+(?:lo\s+)?sé(?![\w])"
-        r"|\bNo\s+tengo\s+(?:suficiente\s+)?(?:información|datos|acceso)",
+        r"\bNo\s{1,8}(?:lo\s{1,8})?sé(?![\w])"
+        r"|\bNo\s{1,8}tengo\s{1,8}(?:suficiente\s{1,8})?(?:información|datos|acceso)",
         "sé", "tengo",
     ),
 }  # fmt: skip
@@ -456,53 +462,53 @@ def refusal_specs(
 # (field, code, regex, caseless, literals)
 _INJECTION: tuple[tuple[str, str, str, bool, tuple[str, ...]], ...] = (
     ("input", "injection.ignore_instructions",
-     r"\b(?:ignore|disregard|forget|override|bypass|skip)\s+(?:(?:all|any|the|your|my|of|these|those|every)\s+)*"
-     r"(?:previous|prior|above|earlier|preceding|former|initial|original|system|developer|safety)\s+"
+     r"\b(?:ignore|disregard|forget|override|bypass|skip)\s{1,8}(?:(?:all|any|the|your|my|of|these|those|every)\s{1,8})*"
+     r"(?:previous|prior|above|earlier|preceding|former|initial|original|system|developer|safety)\s{1,8}"
      r"(?:instructions?|prompts?|directions?|directives?|rules|guidelines|guardrails|messages?|context|commands?|constraints)"
-     r"|\b(?:ignoriere|ignorier|ignorieren\s+Sie|vergiss|vergessen\s+Sie)\s+(?:(?:alle|die|deine|Ihre)\s+)*"
-     r"(?:vorherigen|bisherigen|obigen|vorangegangenen|früheren)\s+(?:Anweisungen|Instruktionen|Befehle|Regeln)"
-     r"|\b(?:ignore[rz]?|oublie[rz]?)\s+(?:toutes\s+)?(?:les\s+|tes\s+|vos\s+)?(?:instructions|consignes|règles)\s+"
+     r"|\b(?:ignoriere|ignorier|ignorieren\s{1,8}Sie|vergiss|vergessen\s{1,8}Sie)\s{1,8}(?:(?:alle|die|deine|Ihre)\s{1,8})*"
+     r"(?:vorherigen|bisherigen|obigen|vorangegangenen|früheren)\s{1,8}(?:Anweisungen|Instruktionen|Befehle|Regeln)"
+     r"|\b(?:ignore[rz]?|oublie[rz]?)\s{1,8}(?:toutes\s{1,8})?(?:les\s{1,8}|tes\s{1,8}|vos\s{1,8})?(?:instructions|consignes|règles)\s{1,8}"
      r"(?:précédentes|ci-dessus|antérieures)"
-     r"|\b(?:ignora|ignore|ignorar|olvida)\s+(?:todas\s+)?(?:las\s+|tus\s+)?(?:instrucciones|indicaciones|reglas)\s+"
+     r"|\b(?:ignora|ignore|ignorar|olvida)\s{1,8}(?:todas\s{1,8})?(?:las\s{1,8}|tus\s{1,8})?(?:instrucciones|indicaciones|reglas)\s{1,8}"
      r"(?:anteriores|previas)",
      True, ("ignor", "disregard", "forget", "override", "bypass", "skip", "vergiss", "vergessen", "oubli",
             "olvida")),
     ("input", "injection.jailbreak_persona",
-     r"\b(?:you\s+are\s+now|act\s+as|pretend\s+to\s+be|from\s+now\s+on\s+you\s+are)\s+(?:an?\s+)?"
+     r"\b(?:you\s{1,8}are\s{1,8}now|act\s{1,8}as|pretend\s{1,8}to\s{1,8}be|from\s{1,8}now\s{1,8}on\s{1,8}you\s{1,8}are)\s{1,8}(?:an?\s{1,8})?"
      r"(?:jailbroken|unfiltered|uncensored|unrestricted)\b"
-     r"|\bdo\s+anything\s+now\b"
-     r"|\b(?:without|no)\s+(?:any\s+)?(?:ethical|moral)\s+(?:guidelines|restrictions|filters|limitations|boundaries)",
+     r"|\bdo\s{1,8}anything\s{1,8}now\b"
+     r"|\b(?:without|no)\s{1,8}(?:any\s{1,8})?(?:ethical|moral)\s{1,8}(?:guidelines|restrictions|filters|limitations|boundaries)",
      True, ("now", "act", "pretend", "anything", "ethical", "moral")),
     ("input", "injection.jailbreak_persona",
-     r"\b(?i:you\s+are\s+now|act\s+as|pretend\s+to\s+be|from\s+now\s+on\s+you\s+are)\s+(?:an?\s+)?(?:DAN|STAN|DUDE)\b",
+     r"\b(?i:you\s{1,8}are\s{1,8}now|act\s{1,8}as|pretend\s{1,8}to\s{1,8}be|from\s{1,8}now\s{1,8}on\s{1,8}you\s{1,8}are)\s{1,8}(?:an?\s{1,8})?(?:DAN|STAN|DUDE)\b",
      False, ("DAN", "STAN", "DUDE")),
     ("input", "injection.developer_mode",
-     r"\b(?:you\s+are\s+(?:now\s+)?in|act\s+as\s+if\s+you\s+(?:are|were)\s+in|simulate|pretend\s+(?:to\s+be|you\s+are)\s+in)"
-     r"\s+(?:developer|dev|god|jailbreak|DAN|unrestricted)\s+mode\b"
-     r"|\b(?:developer|god|jailbreak|DAN)\s+mode\s+(?:enabled|activated|is\s+now\s+(?:on|enabled|active))\b"
-     r"|\b(?:enable|activate|enter)\s+(?:DAN|god|jailbreak)\s+mode\b",
+     r"\b(?:you\s{1,8}are\s{1,8}(?:now\s{1,8})?in|act\s{1,8}as\s{1,8}if\s{1,8}you\s{1,8}(?:are|were)\s{1,8}in|simulate|pretend\s{1,8}(?:to\s{1,8}be|you\s{1,8}are)\s{1,8}in)"
+     r"\s{1,8}(?:developer|dev|god|jailbreak|DAN|unrestricted)\s{1,8}mode\b"
+     r"|\b(?:developer|god|jailbreak|DAN)\s{1,8}mode\s{1,8}(?:enabled|activated|is\s{1,8}now\s{1,8}(?:on|enabled|active))\b"
+     r"|\b(?:enable|activate|enter)\s{1,8}(?:DAN|god|jailbreak)\s{1,8}mode\b",
      True, ("mode",)),
     ("input", "injection.role_marker",
-     r"\bsystem\s*(?:prompt|message|override)\s*:"
-     r"|<\|im_start\|>\s*system|<\|system\|>|<<SYS>>|\[/?INST\]|<\|start_header_id\|>\s*system"
-     r"|###\s*(?:system|instruction)\s*:",
+     r"\bsystem\s{0,8}(?:prompt|message|override)\s{0,8}:"
+     r"|<\|im_start\|>\s{0,8}system|<\|system\|>|<<SYS>>|\[/?INST\]|<\|start_header_id\|>\s{0,8}system"
+     r"|###\s{0,8}(?:system|instruction)\s{0,8}:",
      True, ("system", "instruction", "<<sys>>", "inst]")),
     ("input", "injection.prompt_leak",
-     r"\b(?:reveal|show|print|display|output|repeat|leak|dump|tell\s+me|give\s+me|what\s+(?:is|are|was|were))\s+"
-     r"(?:me\s+)?(?:your|the)\s+(?:(?:full|entire|complete|exact|original|hidden|secret|initial|verbatim)\s+)*"
-     r"(?:system\s+(?:prompt|message|instructions)|initial\s+(?:prompt|instructions)|hidden\s+(?:prompt|instructions)|pre-?prompt)"
-     r"|\brepeat\s+(?:the\s+|all\s+(?:of\s+)?(?:the\s+)?)?(?:words|text)\s+above\b",
+     r"\b(?:reveal|show|print|display|output|repeat|leak|dump|tell\s{1,8}me|give\s{1,8}me|what\s{1,8}(?:is|are|was|were))\s{1,8}"
+     r"(?:me\s{1,8})?(?:your|the)\s{1,8}(?:(?:full|entire|complete|exact|original|hidden|secret|initial|verbatim)\s{1,8})*"
+     r"(?:system\s{1,8}(?:prompt|message|instructions)|initial\s{1,8}(?:prompt|instructions)|hidden\s{1,8}(?:prompt|instructions)|pre-?prompt)"
+     r"|\brepeat\s{1,8}(?:the\s{1,8}|all\s{1,8}(?:of\s{1,8})?(?:the\s{1,8})?)?(?:words|text)\s{1,8}above\b",
      True, ("system", "initial", "hidden", "prompt", "above")),
     ("output", "injection.echo_system_prompt",
-     r"\bmy\s+(?:system\s+prompt|system\s+(?:message|instructions)|(?:initial|hidden|original|secret)\s+instructions)\s+"
+     r"\bmy\s{1,8}(?:system\s{1,8}prompt|system\s{1,8}(?:message|instructions)|(?:initial|hidden|original|secret)\s{1,8}instructions)\s{1,8}"
      r"(?:is|are|was|were|says?|reads?|states?)\b"
-     r"|\bhere\s+(?:is|are)\s+my\s+(?:system\s+prompt|(?:full\s+|original\s+|hidden\s+|initial\s+)?instructions)\b",
+     r"|\bhere\s{1,8}(?:is|are)\s{1,8}my\s{1,8}(?:system\s{1,8}prompt|(?:full\s{1,8}|original\s{1,8}|hidden\s{1,8}|initial\s{1,8})?instructions)\b",
      True, ("my",)),
     ("output", "injection.echo_jailbreak",
-     r"\b(?:DAN|developer|jailbreak|god)\s+mode\s+(?:enabled|activated)\b",
+     r"\b(?:DAN|developer|jailbreak|god)\s{1,8}mode\s{1,8}(?:enabled|activated)\b",
      True, ("mode",)),
     ("output", "injection.echo_jailbreak",
-     rf"\b(?:[Aa]s|I\s+am|I{_AP}m)\s+DAN\b|\[(?:🔓JAILBREAK|JAILBREAK|DAN)\]",
+     rf"\b(?:[Aa]s|I\s{{1,8}}am|I{_AP}m)\s{{1,8}}DAN\b|\[(?:🔓JAILBREAK|JAILBREAK|DAN)\]",
      False, ("DAN", "JAILBREAK")),
 )  # fmt: skip
 INJECTION_FIELDS: tuple[str, ...] = ("input", "output")

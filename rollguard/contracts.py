@@ -260,7 +260,9 @@ def decode(raw: bytes | None, *, max_bytes: int = 1_048_576,
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ContractError(f"not JSON: {str(exc)[:160]}") from None
+        text = str(exc)
+        kind = "invalid UTF-8" if "UTF-8" in text else "not JSON"
+        raise ContractError(f"{kind}: {text[:160]}") from None
     if not isinstance(obj, dict):
         raise ContractError(f"not a JSON object: {type(obj).__name__}")
     schema = obj.get("schema")

@@ -57,10 +57,12 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
         "partials": partials, "control": app.topic(t.control, **raw),  # type: ignore[arg-type]
         "decisions": app.topic(t.decisions, **raw), "metrics": app.topic(t.metrics, **raw),  # type: ignore[arg-type]
     }
-    state_table = app.Table(
-        "rollout-state", partitions=settings.partitions, default=None,
-        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
-    )
+    state_table = app.Table("rollout-state", partitions=settings.partitions, default=None,
+                            key_type=bytes, value_type=bytes)
+    # Faust derives a table's changelog codec from its key/value *types* (bytes -> "json"); our values are
+    # orjson documents already, so the changelog carries them raw, both when writing and when recovering.
+    state_table.key_serializer = "raw"
+    state_table.value_serializer = "raw"
     fold = IngestFold(specs, window_s=window_s, max_event_bytes=settings.max_event_bytes,
                       max_scan_chars=settings.max_scan_chars,
                       max_segments_per_feature=settings.max_segments_per_feature)

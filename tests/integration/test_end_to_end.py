@@ -72,7 +72,7 @@ def test_malformed_records_go_to_dlq_and_valid_traffic_still_counts(broker: str,
         "valid number": lambda i: orjson.dumps({
             "schema": "rollguard.outcome/v1", "event_id": f"o{i}", "request_id": f"r{i}",
             "ts": "2026-11-26T10:00:00Z", "feature": "support-reply", "feedback": "very good"}),
-        "UTF-8": lambda i: b'{"schema": "rollguard.response/v1", "output": "\xff\xfe' + str(i).encode() + b'"}',
+        "invalid UTF-8": lambda i: b'{"schema": "rollguard.response/v1", "output": "\xff\xfe' + str(i).encode() + b'"}',
     }
     n_each = 200
     valid = 4000

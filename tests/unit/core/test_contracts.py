@@ -36,7 +36,7 @@ def test_outcome_decodes() -> None:
 
 @pytest.mark.parametrize(("raw", "reason"), [
     (b"not json", "not JSON"),
-    (b"\xff\xfe{}", "not JSON"),
+    (b"\xff\xfe{}", "invalid UTF-8"),
     (b"[1, 2]", "not a JSON object"),
     (b'{"a": 1}', "missing schema"),
     (b'{"schema": "rollguard.response/v2"}', "unsupported schema"),

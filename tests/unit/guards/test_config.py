@@ -1,27 +1,38 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
 from rollguard.guards import GuardConfigError, build_guard_set
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def test_default_set() -> None:
     gs = build_guard_set(engine="re")
     assert gs.names == ("pii", "secrets", "refusal", "injection", "length", "error", "fallback")
     sev = {g.name: g.severity.value for g in gs.guards}
-    assert sev == {"pii": "warn", "secrets": "critical", "refusal": "info", "injection": "warn",
-                   "length": "warn", "error": "warn", "fallback": "warn"}
+    assert sev == {
+        "pii": "warn",
+        "secrets": "critical",
+        "refusal": "info",
+        "injection": "warn",
+        "length": "warn",
+        "error": "warn",
+        "fallback": "warn",
+    }
 
 
 def test_shorthands_and_overrides() -> None:
-    gs = build_guard_set({"pii": False, "refusal": {"enabled": False}, "secrets": {"severity": "warn"},
-                          "flags": {"fallback": False}, "format": True, "injection": None}, engine="re")
+    gs = build_guard_set(
+        {
+            "pii": False,
+            "refusal": {"enabled": False},
+            "secrets": {"severity": "warn"},
+            "flags": {"fallback": False},
+            "format": True,
+            "injection": None,
+        },
+        engine="re",
+    )
     assert gs.names == ("secrets", "injection", "format", "length", "error")
     assert gs.guards[0].severity.value == "warn"
 
@@ -38,9 +49,15 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"refusal": {"start_window": -1}}, "guards.refusal.start_window: must be an integer >= 0"),
     ({"format": {"schema": {"type": "objekt"}}}, "guards.format.schema: not valid JSON Schema:"),
     ({"format": {"schema": [1]}}, "guards.format.schema: must be a JSON Schema object"),
-    ({"format": {"model": "nowhere.models:Reply"}}, "guards.format.model: cannot import 'nowhere.models:Reply'"),
-    ({"format": {"model": "fixtures.models.Reply"}}, "guards.format.model: must be 'package.module:Name'"),
-    ({"format": {"schema": {}, "model": "fixtures.models:Reply"}}, "guards.format: give either schema or model"),
+    (
+        {"format": {"model": "nowhere.models:Reply"}},
+        "guards.format.model: cannot import 'nowhere.models:Reply'",
+    ),
+    ({"format": {"model": "guardtest_models.Reply"}}, "guards.format.model: must be 'package.module:Name'"),
+    (
+        {"format": {"schema": {}, "model": "guardtest_models:Reply"}},
+        "guards.format: give either schema or model",
+    ),
     ({"format": {"json": False}}, "guards.format.json: only JSON output is supported"),
     ({"banned": {}}, "guards.banned: needs at least one of substrings, regexes"),
     ({"banned": {"regexes": ["(unclosed"]}}, "guards.banned.regexes[0]: not a valid regex"),

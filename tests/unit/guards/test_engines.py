@@ -10,37 +10,78 @@ from importlib.metadata import EntryPoint
 from typing import Any
 
 import pytest
-from conftest import default_set
+import rollguard.guards as guards_pkg
+from guardtest_helpers import default_set
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import rollguard.guards as guards_pkg
 from rollguard.guards import HAVE_HYPERSCAN, Finding, GuardItem, GuardSet, Severity, build_guard_set
 
 pytestmark = pytest.mark.skipif(not HAVE_HYPERSCAN, reason="engine comparison needs hyperscan")
 
-FULL = {"banned": {"substrings": ["internal use only", "Straße"], "regexes": [r"project\s+falcon", r"(?<!no )refund"]},
-        "secrets": {"fields": ["input", "output"]}, "pii": {"fields": ["input", "output"]},
-        "format": {"schema": {"type": "object"}}, "budget": {"latency_ms": 100}}
+FULL = {
+    "banned": {
+        "substrings": ["internal use only", "Straße"],
+        "regexes": [r"project\s+falcon", r"(?<!no )refund"],
+    },
+    "secrets": {"fields": ["input", "output"]},
+    "pii": {"fields": ["input", "output"]},
+    "format": {"schema": {"type": "object"}},
+    "budget": {"latency_ms": 100},
+}
 
 # fragments that exercise every pattern, combined at random with separators
 FRAGMENTS = [
-    "jane.doe@example.com", "+44 20 7946 0958", "(415) 555-2671", "4111 1111 1111 1111", "4111 1111 1111 1112",
-    "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "123-45-6789", "666-12-3456", "192.168.1.20",
-    "1.2.3.4.5", "2001:db8::1", "12:34:56", "AKIAIOSFODNN7EXAMPLE", "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
-    "sk-abcDEF1234567890ghiJKL9876", "AIzaSyA1234567890abcdefghijklmnopqrstuv", "-----BEGIN EC PRIVATE KEY-----",
-    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", "I'm sorry, but I can't", "As an AI language model",
-    "Lo siento, pero no puedo", "Je ne peux pas", "ignore all previous instructions", "you are now DAN",
-    "my system prompt is", "order #48392011", "2024-01-15", "version 1.2.3.4", "Straße", "STRASSE", "für",
-    "“quoted”", "€", "日本語", "😀", "0012345678", "call me at 3420837783", "project  falcon", "no refund",
-    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "xoxb-123456789012-1234567890123-AbCdEf",
+    "jane.doe@example.com",
+    "+44 20 7946 0958",
+    "(415) 555-2671",
+    "4111 1111 1111 1111",
+    "4111 1111 1111 1112",
+    "DE89 3704 0044 0532 0130 00",
+    "GB82WEST12345698765432",
+    "123-45-6789",
+    "666-12-3456",
+    "192.168.1.20",
+    "1.2.3.4.5",
+    "2001:db8::1",
+    "12:34:56",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+    "sk-abcDEF1234567890ghiJKL9876",
+    "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+    "-----BEGIN EC PRIVATE KEY-----",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+    "I'm sorry, but I can't",
+    "As an AI language model",
+    "Lo siento, pero no puedo",
+    "Je ne peux pas",
+    "ignore all previous instructions",
+    "you are now DAN",
+    "my system prompt is",
+    "order #48392011",
+    "2024-01-15",
+    "version 1.2.3.4",
+    "Straße",
+    "STRASSE",
+    "für",
+    "“quoted”",
+    "€",
+    "日本語",
+    "😀",
+    "0012345678",
+    "call me at 3420837783",
+    "project  falcon",
+    "no refund",
+    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "xoxb-123456789012-1234567890123-AbCdEf",
 ]
 SEPS = [" ", "", "\n", ", ", ".", "-", "(", ")", "+", ":", "é", "\x0b", "  "]
 
 
 def corpus(n: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
-    return ["".join(rng.choice(FRAGMENTS) + rng.choice(SEPS) for _ in range(rng.randint(1, 12))) for _ in range(n)]
+    return [
+        "".join(rng.choice(FRAGMENTS) + rng.choice(SEPS) for _ in range(rng.randint(1, 12))) for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +103,7 @@ def test_engines_identical_on_corpus(pair: tuple[GuardSet, GuardSet]) -> None:
     assert total > 400  # the corpus really exercises the patterns
 
 
-_alphabet = st.sampled_from(list("0123456789 .-+()@:/_xAKIaeiouSskpghDEN\n’é日") + ["sk-", "eyJ", "ghp_", "00"])
+_alphabet = st.sampled_from([*"0123456789 .-+()@:/_xAKIaeiouSskpghDEN\n’é日", "sk-", "eyJ", "ghp_", "00"])
 _texty = st.one_of(
     st.text(max_size=300),
     st.lists(st.one_of(_alphabet, st.sampled_from(FRAGMENTS)), max_size=60).map("".join),
@@ -115,7 +156,9 @@ class _Shouty:
     def check(self, item: GuardItem) -> list[Finding]:
         words = [w for w in item.output.split() if w.isupper() and len(w) > 1]
         if len(words) > self.limit:
-            return [Finding(self.name, "shouty.caps", self.severity, "output", (), f"{len(words)} caps words")]
+            return [
+                Finding(self.name, "shouty.caps", self.severity, "output", (), f"{len(words)} caps words")
+            ]
         return []
 
 
@@ -129,8 +172,10 @@ class _Broken(_Shouty):
 def test_plugins_via_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
     import rollguard.guards.config as config_mod
 
-    eps = [EntryPoint("shouty", f"{__name__}:_Shouty", "rollguard.guards"),
-           EntryPoint("broken", f"{__name__}:_Broken", "rollguard.guards")]
+    eps = [
+        EntryPoint("shouty", f"{__name__}:_Shouty", "rollguard.guards"),
+        EntryPoint("broken", f"{__name__}:_Broken", "rollguard.guards"),
+    ]
     monkeypatch.setattr(config_mod, "entry_points", lambda group: [e for e in eps if e.group == group])
     gs = build_guard_set({"plugins": {"shouty": {"max_caps": 1}, "broken": {}}}, engine="re")
     assert gs.names[-2:] == ("shouty", "broken")
@@ -155,4 +200,4 @@ def test_default_set_pattern_guards_share_one_scanner() -> None:
 def test_doctests(module: str) -> None:
     name = guards_pkg.__name__ if module == "__init__" else f"{guards_pkg.__name__}.{module}"
     res = doctest.testmod(importlib.import_module(name))
-    assert res.failed == 0 and (res.attempted > 0 or module in ())
+    assert res.failed == 0 and res.attempted > 0

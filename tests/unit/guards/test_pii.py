@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import found, spans_text
-
+from guardtest_helpers import found, spans_text
 from rollguard.guards import GuardSet
 
 POSITIVE = [

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import found
-
+from guardtest_helpers import found
 from rollguard.guards import GuardItem, GuardSet, Severity, build_guard_set
 
 REFUSALS = [
@@ -30,8 +29,13 @@ def test_refusal_phrases(gs: GuardSet, text: str) -> None:
     assert f["refusal.phrase"].spans[0][0] == 0
 
 
-NON_ANSWERS = ["I don't know.", "I do not have enough information about your account.", "Ich weiß es nicht.",
-               "Je ne sais pas.", "No lo sé."]
+NON_ANSWERS = [
+    "I don't know.",
+    "I do not have enough information about your account.",
+    "Ich weiß es nicht.",
+    "Je ne sais pas.",
+    "No lo sé.",
+]
 
 
 @pytest.mark.parametrize("text", NON_ANSWERS)
@@ -41,7 +45,9 @@ def test_non_answers(gs: GuardSet, text: str) -> None:
 
 HELPFUL = [
     # the phrase quoted deep inside a long helpful answer is not a refusal
-    "Here is how to reset your password. " * 8 + "Some chatbots answer 'As an AI language model, I cannot' but "
+    "Here is how to reset your password. "
+    * 8
+    + "Some chatbots answer 'As an AI language model, I cannot' but "
     "we will walk you through every step instead. " + "Open Settings and choose Security. " * 3,
     "Sure! Your order ships tomorrow.",
     "You can't go wrong with the blue one; I can help with sizing too.",
@@ -68,7 +74,9 @@ def test_refused_flag(gs: GuardSet) -> None:
     f = found(gs, "Sure, here it is.", refused=True)
     assert f["refusal.flag"].field == "refused" and f["refusal.flag"].spans == ()
     # the producer says it is not a refusal: trust it, skip phrase detection
-    assert not [c for c in found(gs, "I'm sorry, but I can't do that.", refused=False) if c.startswith("refusal")]
+    assert not [
+        c for c in found(gs, "I'm sorry, but I can't do that.", refused=False) if c.startswith("refusal")
+    ]
     # refused=True is reported once, not again as a phrase
     assert set(c for c in found(gs, "I'm sorry, but I can't.", refused=True) if c.startswith("refusal")) == {
         "refusal.flag"
@@ -120,7 +128,10 @@ def test_injection_near_misses(gs: GuardSet, text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "code"),
     [
-        ("Okay. My system prompt is: 'You are a helpful assistant for Acme'.", "injection.echo_system_prompt"),
+        (
+            "Okay. My system prompt is: 'You are a helpful assistant for Acme'.",
+            "injection.echo_system_prompt",
+        ),
         ("Here are my instructions: never discuss refunds.", "injection.echo_system_prompt"),
         ("DAN mode enabled. As DAN, I can do anything.", "injection.echo_jailbreak"),
     ],

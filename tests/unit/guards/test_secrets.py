@@ -4,8 +4,7 @@ import base64
 import json
 
 import pytest
-from conftest import found, spans_text
-
+from guardtest_helpers import found, spans_text
 from rollguard.guards import GuardSet, Severity
 
 
@@ -20,22 +19,53 @@ PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA1x\n-----END RSA PRIVATE
 POSITIVE = [
     ("secrets.aws_access_key", "key AKIAIOSFODNN7EXAMPLE here", "AKIAIOSFODNN7EXAMPLE"),
     ("secrets.aws_access_key", "temp ASIAY34FZKBOKMUTVV7A.", "ASIAY34FZKBOKMUTVV7A"),
-    ("secrets.aws_secret_key", "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
-     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
-    ("secrets.aws_secret_key", '{"SecretAccessKey": "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"}',
-     "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"),
-    ("secrets.github_token", "token ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
-    ("secrets.github_token", "gho_16C7e42F292c6912E7710c838347Ae178B4a ok", "gho_16C7e42F292c6912E7710c838347Ae178B4a"),
+    (
+        "secrets.aws_secret_key",
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ),
+    (
+        "secrets.aws_secret_key",
+        '{"SecretAccessKey": "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"}',
+        "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+    ),
+    (
+        "secrets.github_token",
+        "token ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+        "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+    ),
+    (
+        "secrets.github_token",
+        "gho_16C7e42F292c6912E7710c838347Ae178B4a ok",
+        "gho_16C7e42F292c6912E7710c838347Ae178B4a",
+    ),
     ("secrets.github_token", "ghs_" + "a1B2" * 9, "ghs_" + "a1B2" * 9),
-    ("secrets.github_token", "github_pat_" + "A1b2C3d4E5f6G7h8I9j0K1" + "_" + "x9Y8" * 14 + "zZ1",
-     "github_pat_" + "A1b2C3d4E5f6G7h8I9j0K1" + "_" + "x9Y8" * 14 + "zZ1"),
-    ("secrets.slack_token", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
-     "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"),
-    ("secrets.slack_webhook", "POST https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX now",
-     "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"),
+    (
+        "secrets.github_token",
+        "github_pat_" + "A1b2C3d4E5f6G7h8I9j0K1" + "_" + "x9Y8" * 14 + "zZ1",
+        "github_pat_" + "A1b2C3d4E5f6G7h8I9j0K1" + "_" + "x9Y8" * 14 + "zZ1",
+    ),
+    (
+        "secrets.slack_token",
+        "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+        "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    ),
+    (
+        "secrets.slack_webhook",
+        "POST https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX now",
+        "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+    ),
     ("secrets.openai_key", "OPENAI_API_KEY=sk-abcDEF1234567890ghiJKL9876", "sk-abcDEF1234567890ghiJKL9876"),
-    ("secrets.openai_key", "sk-proj-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56_x-Yz", "sk-proj-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56_x-Yz"),
-    ("secrets.google_api_key", "key=AIzaSyA1234567890abcdefghijklmnopqrstuv&x", "AIzaSyA1234567890abcdefghijklmnopqrstuv"),
+    (
+        "secrets.openai_key",
+        "sk-proj-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56_x-Yz",
+        "sk-proj-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56_x-Yz",
+    ),
+    (
+        "secrets.google_api_key",
+        "key=AIzaSyA1234567890abcdefghijklmnopqrstuv&x",
+        "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+    ),
     ("secrets.private_key", "here:\n" + PEM + "\nend", PEM),
     ("secrets.jwt", f"Bearer {JWT}", JWT),
 ]

@@ -89,7 +89,7 @@ class Moments:
 
     __slots__ = ("n", "sum", "sumsq")
 
-    def __init__(self, n: int = 0, sum: float = 0.0, sumsq: float = 0.0) -> None:  # noqa: A002
+    def __init__(self, n: int = 0, sum: float = 0.0, sumsq: float = 0.0) -> None:
         self.n, self.sum, self.sumsq = n, sum, sumsq
 
     def add(self, x: float) -> None:

@@ -144,6 +144,10 @@ class ReScanner:
         self._starts = [None if s.start is None else re.compile(s.start, re.ASCII) for s in self.specs]
         self._lits = [s.literals for s in self.specs]
         self._caseless = [s.caseless for s in self.specs]
+        self._walkers = [
+            (rx.search, rx.match, None if st is None else st.finditer, spec.validate)
+            for rx, st, spec in zip(self._compiled, self._starts, self.specs, strict=True)
+        ]
 
     def _prefiltered(self, text: str, idx: Iterable[int]) -> list[tuple[int, list[Interval]]]:
         lower: str | None = None
@@ -170,21 +174,40 @@ class ReScanner:
 
     def scan(self, text: str, candidates: list[tuple[int, list[Interval]]] | None = None) -> list[Hit]:
         """All validated matches in ``text``, pattern by pattern, left to right."""
-        hits: list[Hit] = []
         if not text:
-            return hits
-        for i, intervals in self.candidates(text) if candidates is None else candidates:
-            spec = self.specs[i]
-            rx = self._compiled[i]
-            search = rx.search
-            validate = spec.validate
-            starts = self._starts[i]
+            return []
+        return self._walk(text, self.candidates(text) if candidates is None else candidates)
+
+    def _walk(self, text: str, candidates: Iterable[tuple[int, list[Interval]]]) -> list[Hit]:
+        """Walk each pattern's regions with ``re``: a rejected candidate is not consumed
+        (the walk retries one character later), an accepted one is."""
+        hits: list[Hit] = []
+        walkers = self._walkers
+        for i, intervals in candidates:
+            search, match, starts, validate = walkers[i]
             pos = 0
             for first, bound, endpos in intervals:
                 if pos < first:
                     pos = first
-                if starts is not None:
-                    pos = self._walk_starts(text, i, starts, rx, pos, bound, endpos, hits)
+                if starts is not None:  # try match only where the pattern can begin
+                    for sm in starts(text, pos, bound):
+                        p = sm.start()
+                        if p < pos:
+                            continue
+                        m = match(text, p, endpos)
+                        if m is None:
+                            continue
+                        if validate is None:
+                            s, e = m.span()
+                        else:
+                            span = validate(text, m)
+                            if span is None:
+                                continue
+                            s, e = span
+                        hits.append(Hit(i, s, e))
+                        pos = e if e > p else p + 1
+                    if pos < bound:
+                        pos = bound
                     continue
                 while pos < bound:
                     m = search(text, pos, endpos)
@@ -204,31 +227,6 @@ class ReScanner:
                     hits.append(Hit(i, s, e))
                     pos = e if e > ms else ms + 1
         return hits
-
-    def _walk_starts(
-        self, text: str, i: int, starts: re.Pattern[str], rx: re.Pattern[str], pos: int, bound: int,
-        endpos: int, hits: list[Hit],
-    ) -> int:
-        """Same walk as ``scan``, trying ``match`` only at positions ``starts`` allows."""
-        validate = self.specs[i].validate
-        match = rx.match
-        for sm in starts.finditer(text, pos, bound):
-            p = sm.start()
-            if p < pos:
-                continue
-            m = match(text, p, endpos)
-            if m is None:
-                continue
-            if validate is None:
-                s, e = m.span()
-            else:
-                span = validate(text, m)
-                if span is None:
-                    continue
-                s, e = span
-            hits.append(Hit(i, s, e))
-            pos = e if e > p else p + 1
-        return max(pos, bound)
 
 
 class HyperscanScanner(ReScanner):
@@ -273,64 +271,91 @@ class HyperscanScanner(ReScanner):
                 self._expr_width.append(0 if som else max(w, 1))
         if exprs:
             self._db = _compiled_db(tuple(exprs), tuple(flags))
+        # how far past a region's end a search may need to read (endpos)
+        self._pad = [w + _LOOKAHEAD_SLACK for w in self._width]
 
 
-    def candidates(self, text: str) -> list[tuple[int, list[Interval]]]:
-        out = self._prefiltered(text, self._re_only) if self._re_only else []
-        if self._db is None:
-            return out
+    def _regions(self, text: str) -> list[tuple[int, list[Interval]]] | None:
+        """Per pattern with hyperscan hits: its merged candidate regions, by pattern index.
+        ``None`` when the text cannot be scanned (lone surrogates are not UTF-8)."""
         try:
             data = text.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: not valid UTF-8, hyperscan can't take it
-            return super().candidates(text)
+        except UnicodeEncodeError:
+            return None
         raw: list[tuple[int, int, int]] = []
-        append = raw.append
-
-        def on_match(pid: int, start: int, end: int, flags: int, ctx: object) -> None:
-            append((pid, start, end))
-
-        self._db.scan(data, match_event_handler=on_match)
+        self._db.scan(data, match_event_handler=_on_match, context=raw)
         if not raw:
-            return out
+            return []
         n = len(text)
         extra = len(data) - n  # bytes beyond one per character
         spec_of, reach, wid = self._expr_spec, self._expr_reach, self._expr_width
-        conv: list[tuple[int, int, int]] = []
+        groups: dict[int, list[tuple[int, int]]] = {}
         if extra <= 256:
             # character offset c of byte offset b satisfies b - extra <= c <= b
             for x, s, e in raw:
                 w = wid[x]
                 s = (e - w if w else s) - extra
-                conv.append((spec_of[x], s if s > 0 else 0, e + reach[x]))
+                region = (s if s > 0 else 0, e + reach[x])
+                i = spec_of[x]
+                g = groups.get(i)
+                if g is None:
+                    groups[i] = [region]
+                else:
+                    g.append(region)
         else:  # heavy non-ASCII: exact byte -> character offsets
             for x, s, e in raw:
                 w = wid[x]
                 ec = len(data[:e].decode("utf-8", "ignore"))
                 sc = ec - w if w else len(data[:s].decode("utf-8", "ignore"))
-                conv.append((spec_of[x], sc if sc > 0 else 0, ec + 1 + reach[x]))
-        conv.sort()
-        width = self._width
-        cur = -1
-        merged: list[Interval] = []
-        hi = -1
-        lo = 0
-        for pid, s, e in conv:
-            if pid != cur:
-                if cur >= 0:
-                    merged.append((lo, hi, min(n, hi + width[cur] + _LOOKAHEAD_SLACK)))
-                    out.append((cur, merged))
-                    merged = []
-                cur, lo, hi = pid, s, e
-            elif s <= hi:
-                if e > hi:
-                    hi = e
-            else:
-                merged.append((lo, hi, min(n, hi + width[cur] + _LOOKAHEAD_SLACK)))
-                lo, hi = s, e
-        merged.append((lo, hi, min(n, hi + width[cur] + _LOOKAHEAD_SLACK)))
-        out.append((cur, merged))
-        out.sort(key=lambda t: t[0])
+                region = (sc if sc > 0 else 0, ec + 1 + reach[x])
+                groups.setdefault(spec_of[x], []).append(region)
+        out: list[tuple[int, list[Interval]]] = []
+        pad = self._pad
+        for i in sorted(groups):
+            regions = groups[i]
+            p = pad[i]
+            if len(regions) == 1:
+                lo, hi = regions[0]
+                out.append((i, [(lo, hi, min(n, hi + p))]))
+                continue
+            regions.sort()
+            merged: list[Interval] = []
+            lo, hi = regions[0]
+            for s, e in regions:
+                if s <= hi:
+                    if e > hi:
+                        hi = e
+                else:
+                    merged.append((lo, hi, min(n, hi + p)))
+                    lo, hi = s, e
+            merged.append((lo, hi, min(n, hi + p)))
+            out.append((i, merged))
         return out
+
+    def candidates(self, text: str) -> list[tuple[int, list[Interval]]]:
+        out = self._prefiltered(text, self._re_only) if self._re_only else []
+        if self._db is None:
+            return out
+        regions = self._regions(text)
+        if regions is None:
+            return super().candidates(text)
+        if out:
+            regions.extend(out)
+            regions.sort(key=lambda t: t[0])
+        return regions
+
+    def scan(self, text: str, candidates: list[tuple[int, list[Interval]]] | None = None) -> list[Hit]:
+        if not text:
+            return []
+        if candidates is None:
+            candidates = self.candidates(text)
+            if not candidates:
+                return []
+        return self._walk(text, candidates)
+
+
+def _on_match(x: int, start: int, end: int, flags: int, raw: list[tuple[int, int, int]]) -> None:
+    raw.append((x, start, end))
 
 
 _DB_CACHE: dict[tuple[tuple[bytes, ...], tuple[int, ...]], bytes] = {}

@@ -10,19 +10,19 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-RESPONSE_SCHEMA = "rollguard.response/v1"
-OUTCOME_SCHEMA = "rollguard.outcome/v1"
-COMMAND_SCHEMA = "rollguard.command/v1"
-ALERT_SCHEMA = "rollguard.alert/v1"
-DLQ_SCHEMA = "rollguard.dlq/v1"
-PARTIAL_SCHEMA = "rollguard.partial/v1"
-DECISION_SCHEMA = "rollguard.decision/v1"
-METRICS_SCHEMA = "rollguard.metrics/v1"
+RESPONSE_SCHEMA: Final = "rollguard.response/v1"
+OUTCOME_SCHEMA: Final = "rollguard.outcome/v1"
+COMMAND_SCHEMA: Final = "rollguard.command/v1"
+ALERT_SCHEMA: Final = "rollguard.alert/v1"
+DLQ_SCHEMA: Final = "rollguard.dlq/v1"
+PARTIAL_SCHEMA: Final = "rollguard.partial/v1"
+DECISION_SCHEMA: Final = "rollguard.decision/v1"
+METRICS_SCHEMA: Final = "rollguard.metrics/v1"
 
 #: Limits on what a producer may send; generous for real traffic, tight enough that one hostile record
 #: cannot blow up memory or the segment space.

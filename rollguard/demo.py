@@ -138,10 +138,11 @@ def _read_alerts(settings: Settings) -> list[dict[str, object]]:
     idle = time.monotonic()
     while time.monotonic() - idle < 1.5:
         m = c.poll(0.2)
-        if m is None or m.error():
+        value = None if m is None or m.error() else m.value()
+        if value is None:
             continue
         idle = time.monotonic()
-        out.append(orjson.loads(m.value()))
+        out.append(orjson.loads(value))
     c.close()
     return out
 

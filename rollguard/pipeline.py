@@ -21,7 +21,15 @@ import orjson
 
 from rollguard.analysis import Scope, SegmentKey, judge, parse_segment_key, scopes_of, segment_key
 from rollguard.contracts import (
-    PARTIAL_SCHEMA, Alert, ContractError, DLQRecord, OutcomeEvent, ResponseEvent, Severity, decode, encode,
+    PARTIAL_SCHEMA,
+    Alert,
+    ContractError,
+    DLQRecord,
+    OutcomeEvent,
+    ResponseEvent,
+    Severity,
+    decode,
+    encode,
 )
 from rollguard.detectors.aggregates import VariantStats
 from rollguard.guards import Finding as GuardFinding
@@ -281,20 +289,19 @@ class IngestFold:
     def _expire(self) -> None:
         horizon = self._clock - self.join_ttl_s
         while self._pending:
-            rid, (ts, ocs) = next(iter(self._pending.items()))
+            ts, ocs = next(iter(self._pending.values()))
             if ts >= horizon and len(self._pending) <= self.max_join_entries:
                 break
             self._pending.popitem(last=False)
             self.counters.orphan_outcomes += len(ocs)
             self.counters.outcomes_pending -= len(ocs)
         while self._responses:
-            rid, entry = next(iter(self._responses.items()))
+            entry = next(iter(self._responses.values()))
             if entry.ts >= horizon:
                 break
             self._responses.popitem(last=False)
         while self._seen_outcomes:
-            eid, ts = next(iter(self._seen_outcomes.items()))
-            if ts >= horizon:
+            if next(iter(self._seen_outcomes.values())) >= horizon:
                 break
             self._seen_outcomes.popitem(last=False)
 

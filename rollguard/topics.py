@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
@@ -87,7 +88,5 @@ def delete_topics(settings: Settings, *, timeout: float = 30.0) -> None:
     names = [n for n in names if n in existing]
     if names:
         for fut in admin.delete_topics(names, operation_timeout=timeout).values():
-            try:
+            with contextlib.suppress(KafkaException):
                 fut.result()
-            except KafkaException:
-                pass

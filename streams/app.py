@@ -61,8 +61,8 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
                             key_type=bytes, value_type=bytes)
     # Faust derives a table's changelog codec from its key/value *types* (bytes -> "json"); our values are
     # orjson documents already, so the changelog carries them raw, both when writing and when recovering.
-    state_table.key_serializer = "raw"
-    state_table.value_serializer = "raw"
+    state_table.key_serializer = "raw"  # type: ignore[attr-defined]  # on Table, not on the TableT protocol
+    state_table.value_serializer = "raw"  # type: ignore[attr-defined]
     fold = IngestFold(specs, window_s=window_s, max_event_bytes=settings.max_event_bytes,
                       max_scan_chars=settings.max_scan_chars,
                       max_segments_per_feature=settings.max_segments_per_feature)
@@ -81,7 +81,8 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
 
     @app.agent(inputs)
     async def ingest(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(MAX_BATCH, within=settings.flush_interval_s):
+        batches = stream.take_events(MAX_BATCH, within=settings.flush_interval_s)  # type: ignore[attr-defined]
+        async for batch in batches:
             now: list[Emit] = []
             for event in batch:
                 msg = event.message

@@ -51,17 +51,22 @@ class ControlState:
         try:
             cmd = decode_command(raw)
         except ContractError as exc:
-            return self._reject(f"malformed: {exc.reason}", key, offset, None)
+            self._reject(f"malformed: {exc.reason}", key, offset, None)
+            return None
         if self.verifier is not None:
             why = self.verifier.verify(cmd)
             if why is not None:
-                return self._reject(why, key, offset, cmd.command_id)
+                self._reject(why, key, offset, cmd.command_id)
+                return None
         if cmd.command_id in self.seen_ids:
-            return self._reject("replayed command_id", key, offset, cmd.command_id)
+            self._reject("replayed command_id", key, offset, cmd.command_id)
+            return None
         if cmd.seq <= self.last_seq.get(cmd.flag, -1):
-            return self._reject(f"stale seq {cmd.seq} <= {self.last_seq[cmd.flag]}", key, offset, cmd.command_id)
+            self._reject(f"stale seq {cmd.seq} <= {self.last_seq[cmd.flag]}", key, offset, cmd.command_id)
+            return None
         if key is not None and key != cmd.control_key:
-            return self._reject(f"key {key!r} does not match command scope", key, offset, cmd.command_id)
+            self._reject(f"key {key!r} does not match command scope", key, offset, cmd.command_id)
+            return None
         self.seen_ids.add(cmd.command_id)
         self.last_seq[cmd.flag] = cmd.seq
         self.latest[cmd.control_key] = cmd
@@ -123,12 +128,13 @@ class ControlSubscriber:
             if msg is None:
                 break
             if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
+                if msg.error().code() != KafkaError._PARTITION_EOF:  # type: ignore[union-attr]
                     log.warning("control consumer error: %s", msg.error())
                 continue
-            key = msg.key().decode("utf-8", "replace") if msg.key() else None
+            raw_key = msg.key()
+            key = raw_key.decode("utf-8", "replace") if raw_key else None
             before = len(self.state.rejections)
-            cmd = self.state.offer(msg.value(), key=key, offset=msg.offset())
+            cmd = self.state.offer(msg.value(), key=key, offset=msg.offset() or 0)
             if cmd is not None:
                 accepted += 1
                 self.received_at[cmd.command_id] = time.monotonic()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from rollguard.config import Settings, Topics
 from rollguard.demo import spawn_worker, stop_worker, worker_env
@@ -56,7 +55,6 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float 
 
 def group_lag(settings: Settings, group: str, topics: list[str]) -> int | None:
     """Unconsumed records of a consumer group on ``topics`` (None until the group has committed)."""
-    admin = AdminClient(settings.librdkafka())
     c = Consumer(settings.librdkafka(**{"group.id": group, "enable.auto.commit": False}))
     try:
         md = c.list_topics(timeout=10)
@@ -64,7 +62,7 @@ def group_lag(settings: Settings, group: str, topics: list[str]) -> int | None:
         committed = c.committed(tps, timeout=10)
         lag = 0
         for tp in committed:
-            lo, hi = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
+            _lo, hi = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
             if hi == 0:
                 continue
             if tp.offset < 0:
@@ -73,7 +71,6 @@ def group_lag(settings: Settings, group: str, topics: list[str]) -> int | None:
         return lag
     finally:
         c.close()
-        del admin
 
 
 def read_all(settings: Settings, topic: str, idle: float = 1.0) -> list[tuple[bytes | None, bytes | None]]:

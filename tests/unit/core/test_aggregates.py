@@ -6,7 +6,6 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from rollguard.detectors.aggregates import QuantileSketch, VariantStats
 
 response = st.fixed_dictionaries({

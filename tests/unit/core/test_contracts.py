@@ -4,8 +4,17 @@ import orjson
 import pytest
 
 from rollguard.contracts import (
-    Alert, Command, ContractError, DLQRecord, OutcomeEvent, ResponseEvent, Severity, control_key, decode,
-    decode_command, decode_dlq,
+    Alert,
+    Command,
+    ContractError,
+    DLQRecord,
+    OutcomeEvent,
+    ResponseEvent,
+    Severity,
+    control_key,
+    decode,
+    decode_command,
+    decode_dlq,
 )
 
 RESPONSE = {

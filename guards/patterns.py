@@ -128,11 +128,17 @@ _GAP = r"[ .\-/()]{0,6}"
 # Each also consumes the character before (what the re lookbehind forbids), which
 # keeps digits inside hashes and codes from waking the phone walk.
 _PB = r"(?:^|[^\w+/.\-])"
+# Cheap prefixes where a longer form costs hyperscan time on digit-heavy text: "+", "00"
+# and "(" numbers are rare in prose, so their prefix alone is a tight enough superset.
+# The trunk-0 form keeps the separator gap before the second digit and then accepts any
+# run of digits and separators (every accepted number has >= 9 digits).
 _PHONE_HS = (
-    rf"{_PB}\+[(]?\d(?:{_GAP}\d){{7}}", rf"{_PB}00[1-9](?:{_GAP}\d){{7}}", rf"{_PB}\(\d(?:{_GAP}\d){{8}}",
-    rf"{_PB}\(?[2-9]\d{{2}}\)?[ .-]?\d{{3}}[.-]\d{{4}}", rf"{_PB}0(?:{_GAP}\d){{8}}",
+    rf"{_PB}(?:\+[(]?\d|00[1-9]|\(\d)", rf"{_PB}\(?[2-9]\d{{2}}\)?[ .-]?\d{{3}}[.-]\d{{4}}",
+    rf"{_PB}0{_GAP}\d[\d .\-/()]{{7}}",
 )
-_PHONE_NEAR = "\\b(?:" + _PHONE_WORDS.replace("\\b", "") + ")"  # no trailing \b: superset of _PHONE_CONTEXT
+# no trailing \b and "reach" without "me/us" (bounded width, so no start-of-match tracking):
+# a superset of _PHONE_CONTEXT that starts at the same place
+_PHONE_NEAR = "\\b(?:" + _PHONE_WORDS.replace("\\b", "").replace(r"reach\s+(?:me|us)", "reach") + ")"
 _PHONE_RE = (
     r"(?<![\w+/.-])(?:\+|00)?(?:\d{1,12}|\(\d{1,5}\))(?:[ .\-/]?\(0\)[ .\-/]?)?"
     r"(?:[ .\-/]{1,2}\d{1,12}|[ .\-/]{0,2}\(\d{1,5}\)|(?<=\))\d{1,12}){0,6}"
@@ -164,7 +170,9 @@ _PII: dict[str, tuple[PatternSpec, ...]] = {
     "card": (
         PatternSpec(
             "pii", "pii.card", r"(?<![\w-])(?:\d[ -]?){11,18}\d(?![\w-]|[.,]\d)",
-            hs=r"(?:^|[^\w-])[1-6](?:[ -]?\d){11,18}",  # accepted cards start with 1-6 (see card_ok)
+            # accepted cards start with 1-6 and two digits (groups >= 3, see card_ok), then >= 10
+            # more digits/separators: the 12-character prefix is enough (and cheaper to scan for)
+            hs=r"(?:^|[^\w-])[1-6]\d[\d -]{10}",
             validate=_card, redact=lambda s: mask_digits(s, 4), priority=30,
             start=r"(?<![\w-])\d",
         ),

@@ -188,6 +188,84 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command()
+def simulate(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write JSONL here instead of to Kafka")] = None,
+    events: Annotated[int, typer.Option(help="response events (each followed by its outcome)")] = 20_000,
+    seed: int = 7,
+    canary_weight: float = 0.25,
+    regress: Annotated[list[str] | None, typer.Option(
+        help="METRIC=VALUE[@k=v,...][+START], e.g. escalation_rate=0.15@tier=premium (repeatable)")] = None,
+    bootstrap: Bootstrap = None,
+    prefix: Prefix = None,
+) -> None:
+    """Seeded traffic with known injected regressions, to a JSONL file or to Kafka."""
+    from rollguard.simulate import Traffic, parse_regression
+
+    traffic = Traffic(seed=seed, canary_weight=canary_weight,
+                      regressions=[parse_regression(r) for r in regress or []])
+    for r in traffic.regressions:
+        err.print(f"ground truth: {r.arm} {r.metric} -> {r.value} in {r.segment or 'all'} from event {r.start}")
+    if out is not None:
+        with out.open("wb") as fh:
+            for ev in traffic.events(events):
+                fh.write(orjson.dumps(ev) + b"\n")
+        err.print(f"wrote {events} responses + outcomes to {out}")
+        return
+    from rollguard.client import EventProducer
+
+    with EventProducer(_settings(bootstrap, prefix)) as producer:
+        for ev in traffic.events(events):
+            (producer.send_response if ev["schema"].startswith("rollguard.response") else producer.send_outcome)(ev)
+    err.print(f"sent {producer.sent}, delivered {producer.delivered}, failed {producer.failed}")
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="JSONL recording of response/outcome events")],
+    spec: Annotated[Path, typer.Option("--spec", help="rollout spec file or directory")],
+    flush_every: Annotated[int, typer.Option(help="records per partial (the worker flushes by time)")] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="print decisions as JSON lines")] = False,
+) -> None:
+    """Back-test a spec over recorded traffic with the worker's own step functions, without Kafka."""
+    from rich.progress import Progress
+
+    from rollguard.pipeline import SpecBook
+    from rollguard.replay import read_jsonl
+    from rollguard.replay import replay as run_replay
+    from rollguard.spec import SpecError, load_specs
+
+    try:
+        specs = load_specs(spec)
+    except SpecError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    size = file.stat().st_size
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("replaying", total=size)
+        done = [0]
+
+        def records():  # type: ignore[no-untyped-def]
+            for raw in read_jsonl(file):
+                done[0] += len(raw) + 1
+                yield raw
+
+        result = run_replay(records(), SpecBook(specs), flush_every=flush_every,
+                            on_progress=lambda _: progress.update(task, completed=done[0]))
+    decisions = result.decoded("decisions")
+    if as_json:
+        for d in decisions:
+            sys.stdout.write(orjson.dumps(d).decode() + "\n")
+        return
+    console.print(f"{result.records} records, {len(result.emits.get('dlq', []))} to the DLQ, "
+                  f"{len(decisions)} decisions")
+    for d in decisions:
+        ev = d["evidence"]
+        console.print(f"[bold]{d['decision']:8}[/bold] {d['feature']} scope={d['scope'] or 'all'} "
+                      f"{d['criterion']}: canary {ev.get('canary')} vs baseline {ev.get('baseline')} "
+                      f"n={ev.get('n')} p={ev.get('p')} at event time {d.get('event_time')}")
+
+
 def main() -> None:
     app()
 

@@ -216,6 +216,7 @@ class DecisionRecord(_Wire):
     criterion: str | None = None
     evidence: dict[str, Any] = Field(default_factory=dict)
     command_id: str | None = None
+    event_time: datetime | None = Field(default=None, description="the data's clock when decided (replayable)")
 
 
 # ---------------------------------------------------------------------------------------------- codec

@@ -498,7 +498,7 @@ class Analyzer:
         views = {scope: (vc[scope], vb.get(scope, VariantStats())) for scope in vc}
         j = judge(criteria, views, cand, base, spec.alpha, expected_weight=stage.weight, retest=rt.retest,
                   in_force=st.held)
-        decisions = decide(st, spec, j.actions, now=now or datetime.fromtimestamp(rt.clock, UTC))
+        decisions = decide(st, spec, j.actions, now=now, event_time=datetime.fromtimestamp(rt.clock, UTC))
         return self._publish(decisions)
 
     def _publish(self, decisions: Iterable[Decision]) -> list[Emit]:

@@ -81,7 +81,7 @@ class Decision:
 
 
 def decide(state: RolloutState, spec: RolloutSpec, actions: list[Finding], *, now: datetime | None = None,
-           issued_by: str = "policy") -> list[Decision]:
+           event_time: datetime | None = None, issued_by: str = "policy") -> list[Decision]:
     """New decisions for the chosen scopes; a decision already issued or outranked is skipped."""
     out: list[Decision] = []
     for f in actions:
@@ -92,7 +92,7 @@ def decide(state: RolloutState, spec: RolloutSpec, actions: list[Finding], *, no
                 continue
             state.issued[key] = ""
             alert = _alert(spec, f, None, Severity.WARN)
-            out.append(Decision(None, alert, _record(spec, state, f, c.action, None)))
+            out.append(Decision(None, alert, _record(spec, state, f, c.action, None, event_time)))
             continue
         in_force = state.status(f.scope)
         if in_force is not None and _RANK[in_force] >= _RANK[c.action]:
@@ -104,7 +104,7 @@ def decide(state: RolloutState, spec: RolloutSpec, actions: list[Finding], *, no
         state.issued[key] = cmd.command_id
         state.scopes[scope_text(f.scope)] = "rolled_back" if c.action == "rollback" else "paused"
         alert = _alert(spec, f, cmd, Severity.CRITICAL if c.action == "rollback" else Severity.WARN)
-        out.append(Decision(cmd, alert, _record(spec, state, f, c.action, cmd.command_id)))
+        out.append(Decision(cmd, alert, _record(spec, state, f, c.action, cmd.command_id, event_time)))
     return out
 
 
@@ -137,8 +137,8 @@ def _alert(spec: RolloutSpec, f: Finding, cmd: Command | None, severity: Severit
 
 
 def _record(spec: RolloutSpec, state: RolloutState, f: Finding, decision: str,
-            command_id: str | None) -> DecisionRecord:
+            command_id: str | None, event_time: datetime | None) -> DecisionRecord:
     return DecisionRecord(
         feature=spec.feature, spec_version=state.spec_version, decision=decision, scope=scope_dict(f.scope),
-        criterion=f.criterion.metric, evidence=f.evidence(), command_id=command_id,
+        criterion=f.criterion.metric, evidence=f.evidence(), command_id=command_id, event_time=event_time,
     )

@@ -123,3 +123,17 @@ class Traffic:
                     "feature": self.feature, "task_success": rng.random() < rates["task_success_rate"],
                     "escalated": rng.random() < rates["escalation_rate"], "feedback": None,
                 }
+
+
+def parse_regression(text: str) -> Regression:
+    """``METRIC=VALUE[@k=v,k=v][+START]``, e.g. ``escalation_rate=0.15@tier=premium+1000``."""
+    start = 0
+    if "+" in text:
+        text, _, st = text.rpartition("+")
+        start = int(st)
+    head, _, where = text.partition("@")
+    metric, sep, value = head.partition("=")
+    if not sep:
+        raise ValueError(f"expected METRIC=VALUE, got {head!r}")
+    segment = dict(kv.split("=", 1) for kv in where.split(",") if kv) if where else {}
+    return Regression(metric.strip(), float(value), segment, start=start)

@@ -9,8 +9,11 @@ import orjson
 
 from rollguard.client import ControlSubscriber, EventProducer
 from rollguard.config import Settings
+from rollguard.pipeline import SpecBook
+from rollguard.replay import replay
 from rollguard.signing import Verifier
 from rollguard.simulate import Regression, Traffic
+from rollguard.spec import load_specs
 from tests.integration.harness import Keys, fresh_settings, group_lag, read_all, running_worker, wait_until
 
 PREMIUM = {"tier": "premium"}
@@ -60,6 +63,10 @@ def test_premium_regression_rolls_back_premium_only(broker: str, keys: Keys, spe
     assert any(a["command_id"] == cmd.command_id for a in alerts)
     decisions = [orjson.loads(v) for _, v in read_all(settings, settings.topics.decisions) if v]
     assert [d["decision"] for d in decisions] == ["rollback"]
+    # `rollguard replay` over the same events reaches the same decision
+    offline = replay((orjson.dumps(e) for e in traffic.events(30_000)), SpecBook(load_specs(spec_path)))
+    assert [(d["decision"], d["scope"], d["criterion"]) for d in offline.decoded("decisions")] == \
+        [(d["decision"], d["scope"], d["criterion"]) for d in decisions]
 
 
 def test_malformed_records_go_to_dlq_and_valid_traffic_still_counts(broker: str, keys: Keys, spec_path: Path,

@@ -118,8 +118,10 @@ class Moments:
 _COUNTERS = (
     "requests", "errors", "fallbacks", "refusals", "safety_failures",
     "outcomes", "success_n", "successes", "escalation_n", "escalations", "feedback_n", "feedback_sum",
+    "pairs", "agree_exact", "agree_normalized", "agree_similar", "pair_fail_candidate_only",
+    "pair_fail_baseline_only",
 )
-_MOMENTS = ("cost", "input_tokens", "output_tokens", "output_chars")
+_MOMENTS = ("cost", "input_tokens", "output_tokens", "output_chars", "latency_delta", "cost_delta")
 
 
 class VariantStats:
@@ -158,6 +160,14 @@ class VariantStats:
     escalations: int
     feedback_n: int
     feedback_sum: float
+    pairs: int
+    agree_exact: int
+    agree_normalized: int
+    agree_similar: int
+    pair_fail_candidate_only: int
+    pair_fail_baseline_only: int
+    latency_delta: Moments
+    cost_delta: Moments
     cost: Moments
     input_tokens: Moments
     output_tokens: Moments
@@ -212,6 +222,22 @@ class VariantStats:
         if feedback is not None:
             self.feedback_n += 1
             self.feedback_sum += feedback
+
+    def add_pair(self, *, exact: bool, normalized: bool, similar: bool, candidate_failed: bool,
+                 baseline_failed: bool, latency_delta: float | None, cost_delta: float | None) -> None:
+        """One shadow response paired with the live response to the same request (counted on the shadow arm)."""
+        self.pairs += 1
+        self.agree_exact += exact
+        self.agree_normalized += normalized
+        self.agree_similar += similar
+        if candidate_failed and not baseline_failed:
+            self.pair_fail_candidate_only += 1
+        elif baseline_failed and not candidate_failed:
+            self.pair_fail_baseline_only += 1
+        if latency_delta is not None:
+            self.latency_delta.add(latency_delta)
+        if cost_delta is not None:
+            self.cost_delta.add(cost_delta)
 
     def merge(self, other: VariantStats) -> None:
         for name in _COUNTERS:

@@ -48,6 +48,9 @@ class PatternSpec:
     builds the excerpt from the matched text; without it the excerpt is ``label``.
     ``start`` (optional) is a cheap regex matching every position where ``regex`` can
     begin; the walk then tries ``match`` only there instead of a slow ``search``.
+    ``locate`` (optional, instead of ``start``) is a function ``(text, lo, hi)`` giving, in
+    increasing order, positions in ``[lo, hi)`` that include every position where ``regex``
+    can match there (e.g. the e-mail spec finds the local part before each ``@``).
     ``hs`` may be a tuple of alternatives (compiled as separate expressions). ``near``
     is an extra caseless hyperscan anchor for context rules: an accepted match may
     start anywhere from the anchor's start to ``near_chars`` after its end.
@@ -67,6 +70,7 @@ class PatternSpec:
     label: str = ""
     priority: int = 0
     start: str | None = None
+    locate: Callable[[str, int, int], list[int]] | None = None
     near: str | None = None
     near_chars: int = 0
 
@@ -145,7 +149,7 @@ class ReScanner:
         self._lits = [s.literals for s in self.specs]
         self._caseless = [s.caseless for s in self.specs]
         self._walkers = [
-            (rx.search, rx.match, None if st is None else st.finditer, spec.validate)
+            (rx.search, rx.match, None if st is None else st.finditer, spec.locate, spec.validate)
             for rx, st, spec in zip(self._compiled, self._starts, self.specs, strict=True)
         ]
 
@@ -184,11 +188,30 @@ class ReScanner:
         hits: list[Hit] = []
         walkers = self._walkers
         for i, intervals in candidates:
-            search, match, starts, validate = walkers[i]
+            search, match, starts, locate, validate = walkers[i]
             pos = 0
             for first, bound, endpos in intervals:
                 if pos < first:
                     pos = first
+                if locate is not None:
+                    for p in locate(text, pos, bound):
+                        if p < pos:
+                            continue
+                        m = match(text, p, endpos)
+                        if m is None:
+                            continue
+                        if validate is None:
+                            s, e = m.span()
+                        else:
+                            span = validate(text, m)
+                            if span is None:
+                                continue
+                            s, e = span
+                        hits.append(Hit(i, s, e))
+                        pos = e if e > p else p + 1
+                    if pos < bound:
+                        pos = bound
+                    continue
                 if starts is not None:  # try match only where the pattern can begin
                     for sm in starts(text, pos, bound):
                         p = sm.start()

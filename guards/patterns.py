@@ -39,6 +39,27 @@ _FILE_EXT_TLDS = frozenset(
 )  # fmt: skip
 
 
+_LOCAL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-"
+
+
+def _email_starts(text: str, lo: int, hi: int) -> list[int]:
+    """Where an address can start in ``[lo, hi)``: the first character of the run of
+    local-part characters before an ``@`` (inside the run the lookbehind fails; a run
+    longer than 64 characters is no local part). The ``@`` of an address starting at
+    ``s`` is at ``s + 1 .. s + 64``."""
+    out = []
+    stop = hi + 64
+    at = text.find("@", lo + 1, stop)
+    while at != -1:
+        seg = text[max(at - 65, 0) : at]
+        run = len(seg) - len(seg.rstrip(_LOCAL_CHARS))
+        s = at - run
+        if 0 < run <= 64 and lo <= s < hi:
+            out.append(s)
+        at = text.find("@", at + 1, stop)
+    return out
+
+
 def _email(text: str, m: Match) -> Span | None:
     tld = m.group(0).rsplit(".", 1)[-1].lower()
     return None if tld in _FILE_EXT_TLDS else m.span()
@@ -109,10 +130,21 @@ def _ssn(text: str, m: Match) -> Span | None:
 _VERSION_NEAR = re.compile(r"\bv\s*$|version|release|build|firmware|\bver\b", re.IGNORECASE)
 
 
+def _version_near(text: str, start: int) -> bool:
+    """``_VERSION_NEAR`` in the 24 characters before ``start`` ("version 1.2.3.4"), with
+    substring shortcuts that give the same answer without running the regex."""
+    lo = max(0, start - 24)
+    window = text[lo:start].lower()
+    if "version" in window or "release" in window or "build" in window or "firmware" in window:
+        return True  # ASCII letters (lower() maps only ASCII letters and K to them): a match
+    if window.isascii() and "v" not in window:
+        return False  # every remaining alternative needs a "v" (caseless ASCII: v or V)
+    return _VERSION_NEAR.search(text, lo, start) is not None
+
+
 def _ipv4(text: str, m: Match) -> Span | None:
-    if not v.ipv4_ok(m.group(0)):
-        return None
-    if _VERSION_NEAR.search(text, max(0, m.start() - 24), m.start()):  # "version 1.2.3.4"
+    start = m.start()
+    if _version_near(text, start) or not v.ipv4_ok(m.group(0)):
         return None
     return m.span()
 
@@ -136,9 +168,9 @@ _PHONE_HS = (
     rf"{_PB}(?:\+[(]?\d|00[1-9]|\(\d)", rf"{_PB}\(?[2-9]\d{{2}}\)?[ .-]?\d{{3}}[.-]\d{{4}}",
     rf"{_PB}0{_GAP}\d[\d .\-/()]{{7}}",
 )
-# no trailing \b and "reach" without "me/us" (bounded width, so no start-of-match tracking):
+# no trailing \b and "reach\\s" without "+me/us" (bounded width, so no start-of-match tracking):
 # a superset of _PHONE_CONTEXT that starts at the same place
-_PHONE_NEAR = "\\b(?:" + _PHONE_WORDS.replace("\\b", "").replace(r"reach\s+(?:me|us)", "reach") + ")"
+_PHONE_NEAR = "\\b(?:" + _PHONE_WORDS.replace("\\b", "").replace(r"reach\s+(?:me|us)", r"reach\s") + ")"
 _PHONE_RE = (
     r"(?<![\w+/.-])(?:\+|00)?(?:\d{1,12}|\(\d{1,5}\))(?:[ .\-/]?\(0\)[ .\-/]?)?"
     r"(?:[ .\-/]{1,2}\d{1,12}|[ .\-/]{0,2}\(\d{1,5}\)|(?<=\))\d{1,12}){0,6}"
@@ -155,7 +187,7 @@ _PII: dict[str, tuple[PatternSpec, ...]] = {
             r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
             r"[A-Za-z]{2,24}(?![\w-])",
             hs=r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9]", literals=("@",), validate=_email, redact=redact_email,
-            start=r"(?<![\w.%+-])[A-Za-z0-9](?=[A-Za-z0-9._%+-]{0,63}@)",
+            locate=_email_starts,
             priority=50,
         ),
     ),

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollguard.detectors import sequential
+from rollguard.detectors import sequential, shadow
 from rollguard.detectors.aggregates import VariantStats
 from rollguard.detectors.srm import srm as srm_test
-from rollguard.spec import COUNT_METRICS, RATE_DOWN_METRICS, RATE_UP_METRICS, Criterion
+from rollguard.spec import COUNT_METRICS, RATE_DOWN_METRICS, RATE_UP_METRICS, SHADOW_METRICS, Criterion
 
 SegmentKey = str  # canonical "tier=premium|geo=eu" over the spec's segment_by attributes (may be "")
 Scope = tuple[tuple[str, str], ...]  # sorted (attribute, value) pairs; () = everyone
@@ -117,6 +117,8 @@ def test_criterion(c: Criterion, cand: VariantStats, base: VariantStats, alpha: 
         w = expected_weight if expected_weight is not None else 0.5
         return srm_verdict(base.requests, cand.requests, candidate_weight=w, alpha=c.alpha or 0.001,
                            min_n=c.min_samples)
+    if m in SHADOW_METRICS:
+        return shadow_criterion(c, cand, a)
     if m in RATE_UP_METRICS or m.startswith("guard."):
         xc, nc = cand.rate(m)
         xb, nb = base.rate(m)
@@ -135,6 +137,22 @@ def test_criterion(c: Criterion, cand: VariantStats, base: VariantStats, alpha: 
         return sequential.quantile_ratio(cand.latency, base.latency, q=0.95, max_ratio=c.max_ratio or 1.0,
                                          alpha=a, min_n=c.min_samples, metric=m)
     raise KeyError(m)
+
+
+def shadow_criterion(c: Criterion, pairs: VariantStats, alpha: float) -> Any:
+    """Paired shadow-vs-live tests on the shadow arm's pair counters (same request, two variants)."""
+    bound = c.max_increase or 0.0
+    m, n = c.metric, pairs.pairs
+    if m == "shadow_guard_failure_rate":
+        return shadow.paired_rate_increase(pairs.pair_fail_candidate_only, pairs.pair_fail_baseline_only, n,
+                                           max_increase=bound, alpha=alpha, min_n=c.min_samples, metric=m)
+    if m == "shadow_disagreement_rate":
+        d = n - pairs.agree_similar
+        return sequential.mean_difference(float(d), float(d), n, max_increase=bound, alpha=alpha,
+                                          min_n=c.min_samples, metric=m)
+    delta = pairs.latency_delta if m == "shadow_latency_delta_ms" else pairs.cost_delta
+    return sequential.mean_difference(delta.sum, delta.sumsq, delta.n, max_increase=bound, alpha=alpha,
+                                      min_n=c.min_samples, metric=m)
 
 
 def count_exceeds(count: int, n_c: int, n_b: int, *, max_count: int, metric: str) -> Any:

@@ -32,11 +32,12 @@ from rollguard.contracts import (
     encode,
 )
 from rollguard.detectors.aggregates import VariantStats
+from rollguard.detectors.shadow import agreement
 from rollguard.guards import Finding as GuardFinding
 from rollguard.guards import GuardItem, GuardSet, build_guard_set
 from rollguard.policy import Decision, RolloutState, decide
 from rollguard.signing import Signer
-from rollguard.spec import RolloutSpec
+from rollguard.spec import SHADOW_METRICS, RolloutSpec
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,26 @@ class IngestCounters:
     segment_overflow: int = 0
     scan_truncated: int = 0
     join_evicted: int = 0
+    shadow_pairs: int = 0
+    unpaired_shadows: int = 0
+
+
+@dataclass(slots=True)
+class _PairSide:
+    """What a shadow comparison needs from one side of a request (bounded text, no raw text kept long)."""
+
+    output: str
+    failed: bool
+    latency_ms: float | None
+    cost_usd: float | None
+    ts: float
+    seg: SegmentKey = ""
+    arm: str = ""
+    window: int = 0
+
+
+#: Text kept per side for agreement; long outputs are compared on their first 4 KB.
+PAIR_TEXT_CHARS = 4096
 
 
 @dataclass
@@ -131,6 +152,9 @@ class IngestFold:
         self._responses: OrderedDict[str, _JoinEntry] = OrderedDict()
         self._pending: OrderedDict[str, tuple[float, list[OutcomeEvent]]] = OrderedDict()
         self._seen_outcomes: OrderedDict[str, float] = OrderedDict()
+        self._live_sides: OrderedDict[tuple[str, str], _PairSide] = OrderedDict()  # (feature, request) -> live
+        self._shadow_sides: OrderedDict[tuple[str, str], _PairSide] = OrderedDict()  # waiting for the live one
+        self._shadowed: set[str] = set()  # features that have (or plan) shadow traffic
         self._clock = 0.0  # event-time clock: the largest ts seen
 
     # ------------------------------------------------------------------ per record
@@ -212,8 +236,40 @@ class IngestFold:
             out.append(self._guard_alert(ev, critical))
         if ev.mode == "live":
             self._remember_response(ev.request_id, _JoinEntry(ev.feature, seg, arm, window, ts))
+        if ev.mode == "shadow" or ev.feature in self._shadowed or (
+                spec is not None and any(s.mode == "shadow" for s in spec.stages)):
+            failed = any(f.severity != "info" for f in findings)
+            self._pair(ev, _PairSide(ev.output[:PAIR_TEXT_CHARS], failed, ev.latency_ms, ev.cost_usd, ts,
+                                     seg, arm, window))
         self._expire()
         return out
+
+    def _pair(self, ev: ResponseEvent, side: _PairSide) -> None:
+        """Pair a shadow response with the live response to the same request, whichever arrives first."""
+        key = (ev.feature, ev.request_id)
+        if ev.mode == "shadow":
+            self._shadowed.add(ev.feature)
+            live = self._live_sides.pop(key, None)
+            if live is None:
+                self._shadow_sides[key] = side
+                return
+            shadow_side = side
+        else:
+            waiting = self._shadow_sides.pop(key, None)
+            if waiting is None:
+                self._live_sides[key] = side
+                if len(self._live_sides) > self.max_join_entries:
+                    self._live_sides.popitem(last=False)
+                    self.counters.join_evicted += 1
+                return
+            live, shadow_side = side, waiting
+        agree = agreement(shadow_side.output, live.output)
+        self.counters.shadow_pairs += 1
+        self._stats(ev.feature, shadow_side.seg, shadow_side.arm, shadow_side.window).add_pair(
+            exact=agree.exact, normalized=agree.normalized, similar=agree.similar,
+            candidate_failed=shadow_side.failed, baseline_failed=live.failed,
+            latency_delta=_delta(shadow_side.latency_ms, live.latency_ms),
+            cost_delta=_delta(shadow_side.cost_usd, live.cost_usd))
 
     def _guard_item(self, ev: ResponseEvent) -> GuardItem:
         inp, outp = ev.input, ev.output
@@ -300,6 +356,11 @@ class IngestFold:
             if entry.ts >= horizon:
                 break
             self._responses.popitem(last=False)
+        for sides in (self._live_sides, self._shadow_sides):
+            while sides and next(iter(sides.values())).ts < horizon:
+                sides.popitem(last=False)
+                if sides is self._shadow_sides:
+                    self.counters.unpaired_shadows += 1
         while self._seen_outcomes:
             if next(iter(self._seen_outcomes.values())) >= horizon:
                 break
@@ -488,7 +549,11 @@ class Analyzer:
         base = rt.stage_stats.get(spec.baseline, {})
         if not cand or not base:
             return []
-        criteria = [c for c in spec.criteria if not (stage.mode == "shadow" and c.metric == "srm")]
+        # a shadow stage splits nothing (no SRM); paired shadow metrics mean nothing in a live stage
+        if stage.mode == "shadow":
+            criteria = [c for c in spec.criteria if c.metric != "srm"]
+        else:
+            criteria = [c for c in spec.criteria if c.metric not in SHADOW_METRICS]
         if spec.on_critical_guard is not None:
             from rollguard.spec import Criterion
 
@@ -510,6 +575,10 @@ class Analyzer:
             out.append(Emit("alerts", d.alert.feature.encode(), d.alert.to_bytes()))
             out.append(Emit("decisions", d.record.feature.encode(), d.record.to_bytes()))
         return out
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def snapshot(feature: str, window: int, window_s: int,

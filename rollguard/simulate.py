@@ -80,6 +80,7 @@ class Traffic:
     outcome_share: float = 1.0
     outcome_delay_s: float = 30.0
     events_per_s: float = 200.0  # event-time spacing
+    shadow: bool = False  # shadow stage: every request served by the baseline and mirrored to the candidate
     start: datetime = field(default_factory=lambda: datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
     regressions: list[Regression] = field(default_factory=list)
 
@@ -88,11 +89,12 @@ class Traffic:
         rng = random.Random(self.seed)
         step = 1.0 / self.events_per_s
         for i in range(n):
-            variant = self.candidate if rng.random() < self.canary_weight else self.baseline
+            variant = self.baseline if self.shadow else (
+                self.candidate if rng.random() < self.canary_weight else self.baseline)
             seg = {"tier": _pick(rng, TIERS), "geo": _pick(rng, GEOS), "use_case": _pick(rng, USE_CASES)}
             rates = {"escalation_rate": self.escalation_rate, "task_success_rate": self.task_success_rate,
                      "error_rate": self.error_rate, "refusal_rate": self.refusal_rate, "latency": 1.0,
-                     "cost": 1.0, "leak": 0.0}
+                     "cost": 1.0, "leak": 0.0, "disagree": 0.02}
             for r in self.regressions:
                 if r.applies(i, variant, seg):
                     rates[r.metric] = r.value
@@ -106,7 +108,7 @@ class Traffic:
             lat = rng.lognormvariate(math.log(self.latency_ms), 0.35) * rates["latency"]
             in_tok = rng.randint(80, 600)
             out_tok = max(1, len(output) // 4)
-            yield {
+            response = {
                 "schema": RESPONSE_SCHEMA, "event_id": str(uuid.UUID(int=rng.getrandbits(128))), "request_id": rid,
                 "ts": ts.isoformat(), "feature": self.feature, "variant": variant, "mode": "live", "segment": seg,
                 "model": "m-2" if variant == self.candidate else "m-1", "prompt_version": "v7",
@@ -116,6 +118,19 @@ class Traffic:
                 "error": "upstream_timeout" if error else None, "fallback": False, "refused": None,
                 "attributes": {},
             }
+            yield response
+            if self.shadow:
+                mirror = dict(response)
+                shadow_rates = dict(rates)
+                for r in self.regressions:
+                    if r.applies(i, self.candidate, seg):
+                        shadow_rates[r.metric] = r.value
+                if rng.random() < shadow_rates["disagree"]:
+                    mirror["output"] = rng.choice([a for a in _ANSWERS if a != output] or _ANSWERS)
+                mirror.update(event_id=str(uuid.UUID(int=rng.getrandbits(128))), variant=self.candidate,
+                              mode="shadow", model="m-2",
+                              latency_ms=round(response["latency_ms"] * shadow_rates["latency"], 2))
+                yield mirror
             if rng.random() < self.outcome_share:
                 yield {
                     "schema": OUTCOME_SCHEMA, "event_id": str(uuid.UUID(int=rng.getrandbits(128))),

@@ -23,6 +23,9 @@ RATE_UP_METRICS = {"error_rate", "refusal_rate", "fallback_rate", "escalation_ra
 RATE_DOWN_METRICS = {"task_success_rate"}
 RATIO_METRICS = {"latency_p95_ms", "cost_per_request"}
 COUNT_METRICS = {"safety_failures"}
+#: Paired shadow-vs-live metrics, judged in shadow stages; each takes max_increase (a rate, ms or USD).
+SHADOW_METRICS = {"shadow_disagreement_rate", "shadow_guard_failure_rate", "shadow_latency_delta_ms",
+                  "shadow_cost_delta_usd"}
 _GUARD_RATE = re.compile(r"^guard\.[a-z0-9_]+\.rate$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -84,7 +87,7 @@ class Criterion(_Model):
 
     metric: str
     non_inferiority_margin: float | None = Field(default=None, ge=0, le=1)
-    max_increase: float | None = Field(default=None, ge=0, le=1)
+    max_increase: float | None = Field(default=None, ge=0)
     max_ratio: float | None = Field(default=None, gt=1)
     max_count: int | None = Field(default=None, ge=0)
     alpha: float | None = Field(default=None, gt=0, lt=0.5)
@@ -113,17 +116,20 @@ class Criterion(_Model):
             raise ValueError(f"exactly one bound per criterion, got {bounds or 'none'}")
         else:
             want = (
-                "max_increase" if m in RATE_UP_METRICS or _GUARD_RATE.match(m)
+                "max_increase" if m in RATE_UP_METRICS or m in SHADOW_METRICS or _GUARD_RATE.match(m)
                 else "non_inferiority_margin" if m in RATE_DOWN_METRICS
                 else "max_ratio" if m in RATIO_METRICS
                 else "max_count" if m in COUNT_METRICS
                 else None
             )
             if want is None:
-                known = sorted(RATE_UP_METRICS | RATE_DOWN_METRICS | RATIO_METRICS | COUNT_METRICS)
+                known = sorted(RATE_UP_METRICS | RATE_DOWN_METRICS | RATIO_METRICS | COUNT_METRICS | SHADOW_METRICS)
                 raise ValueError(f"unknown metric {m!r}; known: {', '.join(known)}, guard.<name>.rate, srm")
             if bounds[0] != want:
                 raise ValueError(f"metric {m} takes {want}, not {bounds[0]}")
+            rate = m.endswith("_rate") or m.endswith(".rate")
+            if want == "max_increase" and rate and (self.max_increase or 0) > 1:
+                raise ValueError(f"max_increase of a rate is a fraction in [0, 1], got {self.max_increase}")
         if self.kind == "signal" and self.action in ("pause", "rollback"):
             raise ValueError("signal criteria can only alert or hold; make it a guardrail to pause/roll back")
         return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -260,7 +260,7 @@ def replay(
     console.print(f"{result.records} records, {len(result.emits.get('dlq', []))} to the DLQ, "
                   f"{len(decisions)} decisions")
     for d in decisions:
-        ev = d["evidence"]
+        ev: dict[str, Any] = d["evidence"]  # type: ignore[assignment]
         console.print(f"[bold]{d['decision']:8}[/bold] {d['feature']} scope={d['scope'] or 'all'} "
                       f"{d['criterion']}: canary {ev.get('canary')} vs baseline {ev.get('baseline')} "
                       f"n={ev.get('n')} p={ev.get('p')} at event time {d.get('event_time')}")

@@ -124,6 +124,7 @@ class Settings(BaseModel):
     max_segments_per_feature: int = Field(default=10_000, gt=0)
     max_scan_chars: int = Field(default=65_536, gt=0)
     spec_dir: str | None = None
+    metrics_port: int | None = Field(default=None, description="serve Prometheus /metrics here")
 
     def librdkafka(self, **extra: Any) -> dict[str, Any]:
         conf = {"bootstrap.servers": self.bootstrap, **self.security.librdkafka()}
@@ -160,6 +161,7 @@ class Settings(BaseModel):
             ("max_segments_per_feature", "ROLLGUARD_MAX_SEGMENTS_PER_FEATURE"),
             ("max_scan_chars", "ROLLGUARD_MAX_SCAN_CHARS"),
             ("spec_dir", "ROLLGUARD_SPEC_DIR"),
+            ("metrics_port", "ROLLGUARD_METRICS_PORT"),
         ):
             if env.get(var):
                 values[field] = env[var]

@@ -238,8 +238,8 @@ class IngestFold:
             self._remember_response(ev.request_id, _JoinEntry(ev.feature, seg, arm, window, ts))
         if ev.mode == "shadow" or ev.feature in self._shadowed or (
                 spec is not None and any(s.mode == "shadow" for s in spec.stages)):
-            failed = any(f.severity != "info" for f in findings)
-            self._pair(ev, _PairSide(ev.output[:PAIR_TEXT_CHARS], failed, ev.latency_ms, ev.cost_usd, ts,
+            any_failed = any(f.severity != "info" for f in findings)
+            self._pair(ev, _PairSide(ev.output[:PAIR_TEXT_CHARS], any_failed, ev.latency_ms, ev.cost_usd, ts,
                                      seg, arm, window))
         self._expire()
         return out

@@ -108,7 +108,7 @@ class Traffic:
             lat = rng.lognormvariate(math.log(self.latency_ms), 0.35) * rates["latency"]
             in_tok = rng.randint(80, 600)
             out_tok = max(1, len(output) // 4)
-            response = {
+            response: dict[str, Any] = {
                 "schema": RESPONSE_SCHEMA, "event_id": str(uuid.UUID(int=rng.getrandbits(128))), "request_id": rid,
                 "ts": ts.isoformat(), "feature": self.feature, "variant": variant, "mode": "live", "segment": seg,
                 "model": "m-2" if variant == self.candidate else "m-1", "prompt_version": "v7",
@@ -120,7 +120,7 @@ class Traffic:
             }
             yield response
             if self.shadow:
-                mirror = dict(response)
+                mirror: dict[str, Any] = dict(response)
                 shadow_rates = dict(rates)
                 for r in self.regressions:
                     if r.applies(i, self.candidate, seg):

@@ -107,6 +107,18 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
                 state_table[key] = blob
                 checkpoints[key] = blob
 
+    @app.timer(interval=30.0)
+    async def report() -> None:
+        c = fold.counters
+        log.info("ingest: %d records, %d responses, %d outcomes (%d joined, %d pending, %d orphaned), %d DLQ, "
+                 "%d critical alerts, %d shadow pairs, limits hit: %d segment overflow, %d scans truncated",
+                 c.records, c.responses, c.outcomes, c.outcomes_joined, c.outcomes_pending, c.orphan_outcomes,
+                 c.dlq, c.critical_alerts, c.shadow_pairs, c.segment_overflow, c.scan_truncated)
+
+    if settings.metrics_port:
+        from rollguard.metrics import serve
+
+        serve(fold, analyzer, settings.metrics_port)
     return app
 
 

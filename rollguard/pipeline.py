@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from rollguard.contracts import (
     encode,
 )
 from rollguard.detectors.aggregates import VariantStats
+from rollguard.detectors.drift import script_of
 from rollguard.detectors.shadow import agreement
 from rollguard.guards import Finding as GuardFinding
 from rollguard.guards import GuardItem, GuardSet, build_guard_set
@@ -42,6 +44,11 @@ from rollguard.spec import SHADOW_METRICS, RolloutSpec
 log = logging.getLogger(__name__)
 
 SHADOW_SUFFIX = "@shadow"
+#: Per (segment, arm, window) and flush, ingest ships the numbers of this many events (bottom-k by a hash of
+#: the event id: deterministic, order-independent, mergeable) so drift detectors see a fixed-rate sample.
+SAMPLE_PER_KEY = 4
+SAMPLE_FIELDS = ("t", "latency_ms", "cost_usd", "input_tokens", "output_tokens", "output_chars", "prompt_chars",
+                 "script", "error", "refused", "fallback", "guard_failed")
 OVERFLOW_SEGMENT = "_overflow"
 
 
@@ -146,6 +153,7 @@ class IngestFold:
         self.max_join_entries = max_join_entries
         self.counters = IngestCounters()
         self._fold: dict[str, dict[tuple[SegmentKey, str, int], VariantStats]] = defaultdict(dict)
+        self._samples: dict[str, dict[tuple[SegmentKey, str, int], list[tuple[int, list[Any]]]]] = defaultdict(dict)
         self._source: dict[str, dict[str, list[int]]] = defaultdict(dict)
         self._max_ts: dict[str, float] = {}
         self._segments: dict[str, set[SegmentKey]] = defaultdict(set)
@@ -230,6 +238,7 @@ class IngestFold:
             output_tokens=ev.usage.output_tokens, output_chars=len(ev.output), error=ev.error is not None,
             fallback=ev.fallback, refused=refused, critical=bool(critical), guards=failed,
         )
+        self._sample(ev, seg, arm, window, ts, refused, bool(failed))
         out: list[Emit] = []
         if critical:
             self.counters.critical_alerts += 1
@@ -270,6 +279,19 @@ class IngestFold:
             candidate_failed=shadow_side.failed, baseline_failed=live.failed,
             latency_delta=_delta(shadow_side.latency_ms, live.latency_ms),
             cost_delta=_delta(shadow_side.cost_usd, live.cost_usd))
+
+    def _sample(self, ev: ResponseEvent, seg: SegmentKey, arm: str, window: int, ts: float, refused: bool,
+                failed: bool) -> None:
+        h = zlib.crc32(ev.event_id.encode())
+        box = self._samples[ev.feature].setdefault((seg, arm, window), [])
+        if len(box) >= SAMPLE_PER_KEY:
+            worst = max(range(len(box)), key=lambda i: box[i][0])
+            if h >= box[worst][0]:
+                return
+            box.pop(worst)
+        box.append((h, [round(ts, 3), ev.latency_ms, ev.cost_usd, ev.usage.input_tokens, ev.usage.output_tokens,
+                        len(ev.output), len(ev.input), script_of(ev.input), ev.error is not None, refused,
+                        ev.fallback, failed]))
 
     def _guard_item(self, ev: ResponseEvent) -> GuardItem:
         inp, outp = ev.input, ev.output
@@ -373,15 +395,18 @@ class IngestFold:
         for feature, fold in self._fold.items():
             if not fold:
                 continue
+            samples = self._samples.get(feature, {})
             body = {
                 "schema": PARTIAL_SCHEMA,
                 "feature": feature,
                 "source": self._source.get(feature, {}),
                 "max_ts": self._max_ts.get(feature),
-                "entries": [[seg, arm, window, s.to_dict()] for (seg, arm, window), s in fold.items()],
+                "entries": [[seg, arm, window, s.to_dict(), [row for _, row in samples.get((seg, arm, window), [])]]
+                            for (seg, arm, window), s in fold.items()],
             }
             out.append(Emit("partials", feature.encode(), orjson.dumps(body)))
         self._fold.clear()
+        self._samples.clear()
         self._source.clear()
         return out
 
@@ -466,6 +491,8 @@ class Analyzer:
         self.window_s = window_s
         self.lateness_s = lateness_s
         self.features: dict[str, FeatureRuntime] = {}
+        #: hook for per-entry consumers (drift monitoring): (feature, segment, arm, stats, sample rows)
+        self.on_entry: Callable[[str, SegmentKey, str, VariantStats, list[list[Any]]], None] | None = None
 
     def runtime(self, feature: str) -> FeatureRuntime:
         rt = self.features.get(feature)
@@ -492,8 +519,10 @@ class Analyzer:
             return []
         spec = self.specs.get(feature)
         attrs = spec.segment_by if spec is not None else []
-        for seg, arm, window, data in entries:
+        for seg, arm, window, data, *rest in entries:
             s = VariantStats.from_dict(data)
+            if self.on_entry is not None:
+                self.on_entry(feature, seg, arm, s, rest[0] if rest else [])
             # too late for its window's snapshot, it still counts towards the stage totals
             if window >= rt.clock - self.lateness_s - self.window_s or window in rt.windows:
                 rt.windows.setdefault(int(window), {}).setdefault(arm, {}).setdefault(seg, VariantStats()).merge(s)

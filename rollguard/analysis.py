@@ -205,8 +205,11 @@ def judge(criteria: list[Criterion], views: Mapping[Scope, tuple[VariantStats, V
         scopes = list(views) if c.per_segment else [()]
         a = (c.alpha or alpha) / max(1, len(scopes))
         found = []
+        held_all = in_force("pause") if in_force and c.metric == "srm" else []
         for scope in scopes:
             vc, vb = views.get(scope, (VariantStats(), VariantStats()))
+            if held_all:  # held scopes no longer follow the stage's split: leave them out of the SRM check
+                vc, vb = merged(cand, scope, held_all), merged(base, scope, held_all)
             if retest is not None:
                 key = (c.metric, scope)
                 last = retest.get(key)

@@ -23,6 +23,7 @@ DLQ_SCHEMA: Final = "rollguard.dlq/v1"
 PARTIAL_SCHEMA: Final = "rollguard.partial/v1"
 DECISION_SCHEMA: Final = "rollguard.decision/v1"
 METRICS_SCHEMA: Final = "rollguard.metrics/v1"
+REQUEST_SCHEMA: Final = "rollguard.request/v1"
 
 #: Limits on what a producer may send; generous for real traffic, tight enough that one hostile record
 #: cannot blow up memory or the segment space.
@@ -217,6 +218,22 @@ class DecisionRecord(_Wire):
     evidence: dict[str, Any] = Field(default_factory=dict)
     command_id: str | None = None
     event_time: datetime | None = Field(default=None, description="the data's clock when decided (replayable)")
+
+
+class ControlRequest(_Wire):
+    """An operator's request (``rollguard pause|resume|rollback|promote``), sent on the partials topic keyed by
+    feature so the analysis applies it in order with the feature's own decisions (one ``seq`` per flag).
+    Write access to that topic is therefore as sensitive as the signing key's: restrict it by ACL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    schema_: Literal["rollguard.request/v1"] = Field(default=REQUEST_SCHEMA, alias="schema")
+    request_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    feature: Label
+    action: Literal["pause", "resume", "rollback", "promote"]
+    scope: dict[str, str] = Field(default_factory=dict)
+    reason: str = Field(min_length=1)
+    requested_by: str = Field(min_length=1)
+    ts: datetime = Field(default_factory=utcnow)
 
 
 # ---------------------------------------------------------------------------------------------- codec

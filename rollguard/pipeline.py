@@ -19,12 +19,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
-from rollguard.analysis import Scope, SegmentKey, judge, parse_segment_key, scopes_of, segment_key
+from rollguard import policy
+from rollguard.analysis import Scope, SegmentKey, judge, parse_segment_key, scope_text, scopes_of, segment_key
 from rollguard.contracts import (
     PARTIAL_SCHEMA,
+    REQUEST_SCHEMA,
     Alert,
     ContractError,
+    ControlRequest,
     DLQRecord,
     OutcomeEvent,
     ResponseEvent,
@@ -37,9 +41,9 @@ from rollguard.detectors.drift import script_of
 from rollguard.detectors.shadow import agreement
 from rollguard.guards import Finding as GuardFinding
 from rollguard.guards import GuardItem, GuardSet, build_guard_set
-from rollguard.policy import Decision, RolloutState, decide
+from rollguard.policy import Decision, RolloutState
 from rollguard.signing import Signer
-from rollguard.spec import SHADOW_METRICS, RolloutSpec
+from rollguard.spec import Criterion, RolloutSpec
 
 log = logging.getLogger(__name__)
 
@@ -457,6 +461,13 @@ class FeatureRuntime:
                 for scope in scopes_of(parse_segment_key(seg), attrs):
                     views.setdefault(scope, VariantStats()).merge(s)
 
+    def new_stage(self) -> None:
+        """A stage change starts new tests: the cumulative view restarts from the stage's first event."""
+        self.stage_stats = {}
+        self.views = {}
+        self.retest = {}
+        self.rollout.verdicts = {}
+
     def to_bytes(self) -> bytes:
         return orjson.dumps({
             "rollout": self.rollout.to_json(),
@@ -508,6 +519,8 @@ class Analyzer:
         """Merge one partial and judge its feature. Malformed partials are logged and skipped."""
         try:
             p = orjson.loads(raw)
+            if isinstance(p, dict) and p.get("schema") == REQUEST_SCHEMA:
+                return self._request(p, now=now)
             feature = p["feature"]
             entries = p["entries"]
             source: dict[str, list[int]] = p.get("source") or {}
@@ -534,6 +547,18 @@ class Analyzer:
         if spec is not None:
             out.extend(self.evaluate(spec, rt, now=now))
         return out
+
+    def _request(self, body: dict[str, Any], *, now: datetime | None) -> list[Emit]:
+        try:
+            req = ControlRequest.model_validate(body)
+        except ValidationError as exc:
+            log.warning("refused control request: %s", exc.errors(include_url=False)[:1])
+            return []
+        spec = self.specs.get(req.feature)
+        if spec is None:
+            log.warning("control request for %r, which has no rollout spec", req.feature)
+            return []
+        return self.request(spec, self.runtime(req.feature), req, now=now)
 
     def _admit(self, rt: FeatureRuntime, source: Mapping[str, list[int]]) -> bool:
         """At-least-once input: skip partials already merged; count (bounded) overlaps after a restart."""
@@ -566,33 +591,57 @@ class Analyzer:
         return out
 
     def evaluate(self, spec: RolloutSpec, rt: FeatureRuntime, *, now: datetime | None = None) -> list[Emit]:
+        """Judge the current stage, act on violations, and promote when every gate passes."""
         st = rt.rollout
         if st.spec_version != spec.version:
-            st.spec_version = spec.version
-            if not st.stage:
-                st.stage = spec.stages[0].name
-                st.stage_started = rt.clock
-        stage = spec.stage(st.stage) if st.stage in {s.name for s in spec.stages} else spec.stages[0]
+            policy.start(st, spec, rt.clock)
+        stage = spec.stage(st.stage)
+        event_time = datetime.fromtimestamp(rt.clock, UTC)
         cand_arm = spec.candidate + (SHADOW_SUFFIX if stage.mode == "shadow" else "")
         cand = rt.stage_stats.get(cand_arm, {})
         base = rt.stage_stats.get(spec.baseline, {})
-        if not cand or not base:
-            return []
-        # a shadow stage splits nothing (no SRM); paired shadow metrics mean nothing in a live stage
-        if stage.mode == "shadow":
-            criteria = [c for c in spec.criteria if c.metric != "srm"]
-        else:
-            criteria = [c for c in spec.criteria if c.metric not in SHADOW_METRICS]
+        criteria = policy.stage_criteria(spec, stage)
         if spec.on_critical_guard is not None:
-            from rollguard.spec import Criterion
-
             criteria.append(Criterion(metric="safety_failures", max_count=0, action=spec.on_critical_guard,
                                       min_samples=1))
-        vc, vb = rt.views.get(cand_arm, {}), rt.views.get(spec.baseline, {})
-        views = {scope: (vc[scope], vb.get(scope, VariantStats())) for scope in vc}
-        j = judge(criteria, views, cand, base, spec.alpha, expected_weight=stage.weight, retest=rt.retest,
-                  in_force=st.held)
-        decisions = decide(st, spec, j.actions, now=now, event_time=datetime.fromtimestamp(rt.clock, UTC))
+        decisions: list[Decision] = []
+        overall = rt.views.get(cand_arm, {}).get((), VariantStats())
+        if cand and base:
+            vc, vb = rt.views.get(cand_arm, {}), rt.views.get(spec.baseline, {})
+            views = {scope: (vc[scope], vb.get(scope, VariantStats())) for scope in vc}
+            j = judge(criteria, views, cand, base, spec.alpha, expected_weight=stage.weight, retest=rt.retest,
+                      in_force=st.held)
+            for f in j.findings:
+                ev = f.evidence()
+                st.verdicts[f"{f.criterion.metric}|{scope_text(f.scope)}"] = {
+                    k: ev[k] for k in ("outcome", "canary", "baseline", "n", "n_baseline", "p", "interval")}
+            decisions = policy.decide(st, spec, j.actions, now=now, event_time=event_time)
+        last = spec.stages[-1].name == stage.name
+        if not decisions and not last:
+            n = overall.pairs if stage.mode == "shadow" else overall.requests
+            st.gates = policy.check_gates(st, spec, stage, candidate_n=n, clock=rt.clock)
+            if not st.gates["pending"]:
+                decisions = policy.promote(st, spec, clock=rt.clock, reason=f"every gate of {stage.name} passed",
+                                           evidence={"metric": "gates", **st.gates}, now=now, event_time=event_time)
+                rt.new_stage()
+            else:
+                decisions = policy.revert_for_traffic(st, spec, stage, candidate_n=n, clock=rt.clock, now=now,
+                                                      event_time=event_time)
+        return self._publish(decisions)
+
+    def request(self, spec: RolloutSpec, rt: FeatureRuntime, req: ControlRequest,
+                *, now: datetime | None = None) -> list[Emit]:
+        """An operator's pause/resume/rollback/promote, sequenced with the feature's own decisions."""
+        st = rt.rollout
+        if st.spec_version != spec.version:
+            policy.start(st, spec, rt.clock)
+        stage_before = st.stage
+        scope = tuple(sorted(req.scope.items()))
+        decisions = policy.manual(st, spec, req.action, scope, reason=req.reason, by=req.requested_by,
+                                  request_id=req.request_id, clock=rt.clock, now=now,
+                                  event_time=datetime.fromtimestamp(rt.clock, UTC))
+        if st.stage != stage_before:
+            rt.new_stage()
         return self._publish(decisions)
 
     def _publish(self, decisions: Iterable[Decision]) -> list[Emit]:

@@ -23,6 +23,8 @@ RATE_UP_METRICS = {"error_rate", "refusal_rate", "fallback_rate", "escalation_ra
 RATE_DOWN_METRICS = {"task_success_rate"}
 RATIO_METRICS = {"latency_p95_ms", "cost_per_request"}
 COUNT_METRICS = {"safety_failures"}
+#: Judged on joined outcome events, which only served (live) responses have.
+OUTCOME_METRICS = {"escalation_rate", "task_success_rate"}
 #: Paired shadow-vs-live metrics, judged in shadow stages; each takes max_increase (a rate, ms or USD).
 SHADOW_METRICS = {"shadow_disagreement_rate", "shadow_guard_failure_rate", "shadow_latency_delta_ms",
                   "shadow_cost_delta_usd"}

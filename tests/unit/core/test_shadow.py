@@ -52,5 +52,5 @@ def test_shadow_regression_pauses_its_segment(regression: Regression,
     assert run(Traffic(seed=2, shadow=True, regressions=[regression])) == [expected]
 
 
-def test_identical_shadow_stays_quiet() -> None:
-    assert run(Traffic(seed=3, shadow=True)) == []
+def test_healthy_shadow_is_promoted_to_the_first_canary_stage() -> None:
+    assert run(Traffic(seed=3, shadow=True)) == [("promote", {}, "gates")]

@@ -105,6 +105,9 @@ def merged(stats: Mapping[SegmentKey, VariantStats], scope: Scope,
     return out
 
 
+ExpectedWeight = float | Callable[[Scope], float | None] | None
+
+
 def test_criterion(c: Criterion, cand: VariantStats, base: VariantStats, alpha: float,
                    expected_weight: float | None = None) -> Any:
     """Run the criterion's sequential test on one view; returns a ``sequential.Verdict``."""
@@ -114,7 +117,7 @@ def test_criterion(c: Criterion, cand: VariantStats, base: VariantStats, alpha: 
         return count_exceeds(cand.safety_failures, cand.requests, base.requests, max_count=c.max_count or 0,
                              metric=m)
     if m == "srm":
-        w = expected_weight if expected_weight is not None else 0.5
+        w = expected_weight
         return srm_verdict(base.requests, cand.requests, candidate_weight=w, alpha=c.alpha or 0.001,
                            min_n=c.min_samples)
     if m in SHADOW_METRICS:
@@ -165,11 +168,11 @@ def count_exceeds(count: int, n_c: int, n_b: int, *, max_count: int, metric: str
         p_value=0.0 if worse else 1.0, bound=float(max_count))
 
 
-def srm_verdict(n_base: int, n_cand: int, *, candidate_weight: float, alpha: float, min_n: int) -> Any:
+def srm_verdict(n_base: int, n_cand: int, *, candidate_weight: float | None, alpha: float, min_n: int) -> Any:
     """Sample-ratio mismatch as a verdict: 'worse' means the traffic split itself is broken."""
     total = n_base + n_cand
     share = n_cand / total if total else math.nan
-    if total < min_n or not 0 < candidate_weight < 1:
+    if total < min_n or candidate_weight is None or not 0 < candidate_weight < 1:
         return sequential.Verdict(
             metric="srm", outcome="insufficient", estimate_candidate=share,
             estimate_baseline=candidate_weight, effect=math.nan, lower=math.nan, upper=math.nan,
@@ -191,7 +194,7 @@ class Judgement:
 
 def judge(criteria: list[Criterion], views: Mapping[Scope, tuple[VariantStats, VariantStats]],
           cand: Mapping[SegmentKey, VariantStats], base: Mapping[SegmentKey, VariantStats], alpha: float,
-          expected_weight: float | None = None, *, retest: dict[tuple[str, Scope], int] | None = None,
+          expected_weight: ExpectedWeight = None, *, retest: dict[tuple[str, Scope], int] | None = None,
           growth: float = 0.02, in_force: Callable[[str], list[Scope]] | None = None) -> Judgement:
     """Test every criterion on every view (candidate, baseline); choose the scopes that explain violations.
 
@@ -217,18 +220,20 @@ def judge(criteria: list[Criterion], views: Mapping[Scope, tuple[VariantStats, V
                 if last is not None and n < last * (1 + growth) + 10:
                     continue
                 retest[key] = n
-            f = Finding(c, scope, test_criterion(c, vc, vb, a, expected_weight))
+            w = expected_weight(scope) if callable(expected_weight) else expected_weight
+            f = Finding(c, scope, test_criterion(c, vc, vb, a, w))
             out.findings.append(f)
             if f.worse:
                 found.append(f)
         held = in_force(c.action) if in_force else []
         out.actions.extend(attribute(c, found, cand, base, a, expected_weight, held))
+
     return out
 
 
 def attribute(c: Criterion, worse: list[Finding], cand: Mapping[SegmentKey, VariantStats],
               base: Mapping[SegmentKey, VariantStats], alpha: float,
-              expected_weight: float | None, held: Sequence[Scope] = ()) -> list[Finding]:
+              expected_weight: ExpectedWeight, held: Sequence[Scope] = ()) -> list[Finding]:
     """Pick the scopes to act on: strongest first; later ones must stay worse without the chosen ones."""
     if not worse:
         return []
@@ -239,8 +244,8 @@ def attribute(c: Criterion, worse: list[Finding], cand: Mapping[SegmentKey, Vari
             continue
         excl = [*held, *(ch.scope for ch in chosen)]
         if excl:
-            v = test_criterion(c, merged(cand, f.scope, excl), merged(base, f.scope, excl), alpha,
-                               expected_weight)
+            w = expected_weight(f.scope) if callable(expected_weight) else expected_weight
+            v = test_criterion(c, merged(cand, f.scope, excl), merged(base, f.scope, excl), alpha, w)
             if v.outcome != "worse":
                 continue
         chosen.append(f)

@@ -53,7 +53,7 @@ def worker(
 
     settings = _settings(bootstrap, prefix, app_id=app_id)
     try:
-        specs = load_specs(spec)
+        specs = load_specs(spec) if spec else {}
     except SpecError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -186,6 +186,120 @@ def demo(
     ok = run_demo(_settings(bootstrap), events=events, rate=rate, seed=seed, timeout=timeout,
                   with_worker=not no_worker, console=console)
     raise typer.Exit(0 if ok else 1)
+
+
+def _segment_option(values: list[str] | None) -> dict[str, str]:
+    scope: dict[str, str] = {}
+    for v in values or []:
+        k, sep, val = v.partition("=")
+        if not sep or not k or not val:
+            err.print(f"[red]--segment expects k=v, got {v!r}[/red]")
+            raise typer.Exit(2)
+        scope[k] = val
+    return scope
+
+
+def _send_request(action: str, feature: str, segment: list[str] | None, reason: str, by: str | None,
+                  bootstrap: str | None, prefix: str | None) -> None:
+    """Manual control goes through the analysis (same partition as the feature's partials), so the worker signs
+    and sequences it like its own decisions and the policy respects it."""
+    import getpass
+
+    from confluent_kafka import Producer
+
+    from rollguard.contracts import ControlRequest
+
+    settings = _settings(bootstrap, prefix)
+    req = ControlRequest(feature=feature, action=action, scope=_segment_option(segment), reason=reason,
+                         requested_by=by or getpass.getuser())
+    # murmur2, like the worker's own producer: the request must land on the feature's partials partition
+    producer = Producer(settings.librdkafka(**{"partitioner": "murmur2_random", "acks": "all"}))
+    producer.produce(settings.topics.partials, key=feature.encode(), value=req.to_bytes())
+    if producer.flush(15) != 0:
+        err.print("[red]request not delivered[/red]")
+        raise typer.Exit(1)
+    console.print(f"requested {action} of {feature} in {req.scope or 'all segments'} (request {req.request_id}); "
+                  f"follow with `rollguard tail control`")
+
+
+Segment = Annotated[list[str] | None, typer.Option("--segment", "-s", help="k=v, repeatable; none = all segments")]
+Reason = Annotated[str, typer.Option("--reason", "-r", help="why (goes into the command and the audit trail)")]
+By = Annotated[str | None, typer.Option("--by", help="who asks (default: your user name)")]
+
+
+@app.command()
+def pause(feature: str, segment: Segment = None, reason: Reason = ..., by: By = None,  # type: ignore[assignment]
+          bootstrap: Bootstrap = None, prefix: Prefix = None) -> None:
+    """Freeze the candidate's weight (all segments, or one); the policy will not promote until a resume."""
+    _send_request("pause", feature, segment, reason, by, bootstrap, prefix)
+
+
+@app.command()
+def resume(feature: str, segment: Segment = None, reason: Reason = ..., by: By = None,  # type: ignore[assignment]
+           bootstrap: Bootstrap = None, prefix: Prefix = None) -> None:
+    """Lift a pause or rollback held at that scope."""
+    _send_request("resume", feature, segment, reason, by, bootstrap, prefix)
+
+
+@app.command()
+def rollback(feature: str, segment: Segment = None, reason: Reason = ..., by: By = None,  # type: ignore[assignment]
+             bootstrap: Bootstrap = None, prefix: Prefix = None) -> None:
+    """Serve the baseline (weight 0). Without --segment this is the feature's kill switch."""
+    _send_request("rollback", feature, segment, reason, by, bootstrap, prefix)
+
+
+@app.command()
+def promote(feature: str, reason: Reason = ..., by: By = None,  # type: ignore[assignment]
+            bootstrap: Bootstrap = None, prefix: Prefix = None) -> None:
+    """Move to the next stage now, without waiting for the gates."""
+    _send_request("promote", feature, None, reason, by, bootstrap, prefix)
+
+
+@spec_app.command("apply")
+def spec_apply(path: Annotated[Path, typer.Argument(help="spec file or directory")],
+               bootstrap: Bootstrap = None, prefix: Prefix = None) -> None:
+    """Validate and publish specs to the compacted rollouts topic; running workers pick them up."""
+    from confluent_kafka import Producer
+
+    from rollguard.spec import SpecError, load_specs
+    from rollguard.topics import create_topics
+
+    try:
+        specs = load_specs(path)
+    except SpecError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    settings = _settings(bootstrap, prefix)
+    create_topics(settings)
+    producer = Producer(settings.librdkafka(acks="all"))
+    for s in specs.values():
+        producer.produce(settings.topics.rollouts, key=s.feature.encode(),
+                         value=orjson.dumps(s.model_dump(mode="json")))
+    if producer.flush(15) != 0:
+        err.print("[red]not delivered[/red]")
+        raise typer.Exit(1)
+    for s in specs.values():
+        console.print(f"applied {s.feature} version {s.version} to {settings.topics.rollouts}")
+
+
+@app.command()
+def status(
+    feature: Annotated[str | None, typer.Argument(help="one feature (default: all)")] = None,
+    bootstrap: Bootstrap = None,
+    prefix: Prefix = None,
+    app_id: Annotated[str | None, typer.Option(help="the worker's app id (its state table's namespace)")] = None,
+) -> None:
+    """Per feature and segment: stage, weight, holds, criteria estimates and verdicts, last command."""
+    from rollguard.status import read_states, render
+
+    settings = _settings(bootstrap, prefix, app_id=app_id)
+    states = read_states(settings)
+    if feature:
+        states = {k: v for k, v in states.items() if k == feature}
+    if not states:
+        err.print(f"no rollout state found for {feature or 'any feature'} (app id {settings.app_id})")
+        raise typer.Exit(1)
+    render(states, console)
 
 
 @app.command()

@@ -39,6 +39,7 @@ import math
 import pickle
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from typing import Any, Literal
 
 from rollguard.analysis import Scope, SegmentKey, parse_segment_key, scope_dict, scope_text, scopes_of
@@ -74,14 +75,17 @@ class DriftConfig:
     """Knobs of the monitor; times are event-time seconds."""
 
     max_banks: int = 256  # per feature; (scope, arm) banks beyond it are not created (counted)
-    max_rows_per_flush: int = 32  # per (scope, arm) and flush
-    max_bits_per_flush: int = 512  # trials per (scope, arm, binary metric) and flush; thinned above
+    max_rows_per_flush: int = 16  # per (scope, arm) and flush
+    max_bits_per_flush: int = 256  # trials per (scope, arm, binary metric) and flush; thinned above
     reference: Reference = "scale"
     location_warmup: int = 200  # candidate rows for its own log-mean ("scale" mode)
     mix_attribute: str = "use_case"  # segment attribute whose mix is watched (from counts)
     tolerance_s: float = 300.0  # classify(): how far apart onsets still count as "together"
     quiet_s: float = 120.0  # EpisodeGate: no detection for this long ends an episode
     cooldown_s: float = 900.0  # EpisodeGate: no new alert of the same kind this soon after a recovery
+    #: output metrics whose candidate regressions carry the spec's action; the rest only alert. The anomaly
+    #: rate is left out: HalfSpaceTrees flags a change and then re-learns, a weak reason to stop a rollout.
+    act_on: tuple[str, ...] = tuple(m for m in OUTPUT_METRICS if m != "anomaly_rate")
     bank: BankConfig = field(default_factory=BankConfig)
 
 
@@ -171,6 +175,7 @@ class DriftEvent:
     lag_s: float | None = None
     input_drift: bool = False
     action: str | None = None  # the spec's drift action, set on candidate regressions only
+    explained_by: Scope | None = None  # an earlier, overlapping regression of the same metric (no action)
 
     @property
     def arms(self) -> tuple[str, str]:
@@ -193,6 +198,7 @@ class DriftEvent:
             "onset": {"canary": self.onsets.get(self.candidate), "baseline": self.onsets.get(self.baseline)},
             "lag_s": _num(self.lag_s), "episode_start": _num(self.episode_start), "at": _num(self.at),
             "input_drift": self.input_drift, "reason": self.reason,
+            "explained_by": None if self.explained_by is None else scope_dict(self.explained_by),
         }
 
     def finding(self, action: str | None = None) -> DriftFinding:
@@ -393,13 +399,17 @@ class DriftMonitor:
                 kind = BASELINE_DRIFT if since is not None and now - since > tol else DriftKind.NONE.value
             if kind in (DriftKind.TRAFFIC_SHIFT.value, DriftKind.CANDIDATE_REGRESSION.value):
                 outputs_drifted = True
-            lag = v.lag
             for k in (DriftKind.TRAFFIC_SHIFT.value, DriftKind.CANDIDATE_REGRESSION.value, BASELINE_DRIFT):
                 ev = self._gate(fs, scope, cand_arm, m, k, kind == k, now)
-                if ev is not None:
-                    out.append(self._event(feature, scope, m, k, ev, base_arm, bd[m], cand_arm, cd[m], v.reason,
-                                           lag, v.input_drift,
-                                           action if k == DriftKind.CANDIDATE_REGRESSION.value else None))
+                if ev is None:
+                    continue
+                act, why = None, None
+                if k == DriftKind.CANDIDATE_REGRESSION.value and ev.kind == "alert":
+                    why = self._explained(fs, scope, cand_arm, m, ev.episode_start)
+                    act = action if why is None and m in self.config.act_on else None
+                e = self._event(feature, scope, m, k, ev, base_arm, bd[m], cand_arm, cd[m], v.reason, v.lag,
+                                v.input_drift, act)
+                out.append(e if why is None else _replace(e, explained_by=why))
         # Input-only drift is a property of the scope, not of one output metric.
         shifted = inp.in_drift and not outputs_drifted
         ev = self._gate(fs, scope, cand_arm, _INPUTS, DriftKind.INPUT_SHIFT.value, shifted, now)
@@ -410,6 +420,26 @@ class DriftMonitor:
             out.append(self._event(feature, scope, metric, DriftKind.INPUT_SHIFT.value, ev, base_arm, bd[first],
                                    cand_arm, cd[first], "inputs drifted, outputs did not", None, True, None))
         return out
+
+    @staticmethod
+    def _explained(fs: _FeatureState, scope: Scope, arm: str, metric: str, start: float) -> Scope | None:
+        """An open candidate regression of ``metric`` in an overlapping scope that began earlier, if any.
+
+        A premium-only regression also moves ``geo=us`` (premium traffic is part of it), later and weaker;
+        the earliest overlapping scope is taken as the cause, as the canary analysis attributes to the
+        smallest explaining set. Scopes of the same attribute (``tier=pro`` vs ``tier=premium``) are disjoint
+        and never explain each other.
+        """
+        best: tuple[float, int, Scope] | None = None
+        for (sc, a, m, k), g in fs.gates.items():
+            if (a, m, k) != (arm, metric, DriftKind.CANDIDATE_REGRESSION.value) or sc == scope or not g.active:
+                continue
+            if sc and scope and sc[0][0] == scope[0][0]:
+                continue
+            if g.start < start or (g.start == start and len(sc) > len(scope)):
+                cand = (g.start, -len(sc), sc)
+                best = cand if best is None or cand < best else best
+        return None if best is None else best[2]
 
     def _gate(self, fs: _FeatureState, scope: Scope, arm: str, metric: str, kind: str, active: bool,
               now: float) -> GateEvent | None:

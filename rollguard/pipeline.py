@@ -609,7 +609,13 @@ class Analyzer:
         if cand and base:
             vc, vb = rt.views.get(cand_arm, {}), rt.views.get(spec.baseline, {})
             views = {scope: (vc[scope], vb.get(scope, VariantStats())) for scope in vc}
-            j = judge(criteria, views, cand, base, spec.alpha, expected_weight=stage.weight, retest=rt.retest,
+            def expected(scope: Scope) -> float | None:
+                """The promised split: uniform, except in an expansion stage (only within expanded segments)."""
+                if not stage.segments:
+                    return stage.weight
+                return st.weight(scope) if any(k in stage.segments for k, _ in scope) else None
+
+            j = judge(criteria, views, cand, base, spec.alpha, expected_weight=expected, retest=rt.retest,
                       in_force=st.held)
             for f in j.findings:
                 ev = f.evidence()

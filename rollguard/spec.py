@@ -101,10 +101,10 @@ class Criterion(_Model):
 
     @property
     def bound_name(self) -> str:
-        for name in ("non_inferiority_margin", "max_increase", "max_ratio", "max_count", "alpha"):
+        for name in ("non_inferiority_margin", "max_increase", "max_ratio", "max_count"):
             if getattr(self, name) is not None:
                 return name
-        return ""
+        return "alpha"  # srm
 
     @model_validator(mode="after")
     def _one_bound(self) -> Criterion:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import faust
+import orjson
 
 from rollguard.config import Settings
 from rollguard.pipeline import Analyzer, Emit, IngestFold, SpecBook
@@ -107,6 +108,13 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
                 state_table[key] = blob
                 checkpoints[key] = blob
 
+    follower = SpecFollower(settings, specs)
+
+    @app.timer(interval=1.0)
+    async def follow_specs() -> None:
+        """Pick up specs published with `rollguard spec apply` (every worker reads the whole topic)."""
+        follower.poll()
+
     @app.timer(interval=30.0)
     async def report() -> None:
         c = fold.counters
@@ -120,6 +128,41 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
 
         serve(fold, analyzer, settings.metrics_port)
     return app
+
+
+class SpecFollower:
+    """Reads the compacted rollouts topic (non-blocking polls from a timer) into the worker's SpecBook."""
+
+    def __init__(self, settings: Settings, specs: SpecBook) -> None:
+        self.settings = settings
+        self.specs = specs
+        self._consumer: Any = None
+
+    def poll(self) -> int:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        from rollguard.spec import SpecError, parse_spec
+
+        if self._consumer is None:
+            conf = self.settings.librdkafka(**{"group.id": f"{self.settings.app_id}-specs-{id(self)}",
+                                               "enable.auto.commit": False})
+            self._consumer = Consumer(conf)
+            self._consumer.assign([TopicPartition(self.settings.topics.rollouts, 0, OFFSET_BEGINNING)])
+        applied = 0
+        for msg in self._consumer.consume(100, timeout=0):
+            if msg.error() or not msg.value():
+                continue
+            try:
+                spec = parse_spec(orjson.loads(msg.value()), source=f"{self.settings.topics.rollouts}@{msg.offset()}")
+            except (SpecError, orjson.JSONDecodeError) as exc:
+                log.error("refused a spec from the rollouts topic: %s", exc)
+                continue
+            current = self.specs.get(spec.feature)
+            if current is None or current.version != spec.version:
+                self.specs.put(spec)
+                applied += 1
+                log.info("rollout spec %s version %s is now in force", spec.feature, spec.version)
+        return applied
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:

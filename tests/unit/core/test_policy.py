@@ -129,5 +129,6 @@ def test_state_survives_a_restart_mid_rollout() -> None:
     loop.run(30_000)
     after = loop.commands[len(before):]
     issued = [c["command_id"] for c in loop.commands]
-    assert len(issued) == len(set(issued)) and [c["seq"] for c in loop.commands] == sorted(c["seq"] for c in loop.commands)
+    seqs = [c["seq"] for c in loop.commands]
+    assert len(issued) == len(set(issued)) and seqs == sorted(seqs)
     assert before and after and loop.an.features["support-reply"].rollout.stage == "full"

@@ -213,7 +213,7 @@ def judge(criteria: list[Criterion], views: Mapping[Scope, tuple[VariantStats, V
             vc, vb = views.get(scope, (VariantStats(), VariantStats()))
             if held_all:  # held scopes no longer follow the stage's split: leave them out of the SRM check
                 vc, vb = merged(cand, scope, held_all), merged(base, scope, held_all)
-            if retest is not None:
+            if retest is not None and c.metric not in COUNT_METRICS:  # hard limits are not tests: always checked
                 key = (c.metric, scope)
                 last = retest.get(key)
                 n = vc.requests

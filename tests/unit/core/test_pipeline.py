@@ -88,3 +88,21 @@ def test_duplicate_partials_are_skipped() -> None:
     rt = an.features[SPEC.feature]
     assert rt.duplicate_partials == 1
     assert sum(s.requests for segs in rt.stage_stats.values() for s in segs.values()) == 100
+
+
+def test_one_leaked_secret_in_a_busy_segment_acts_at_the_next_analysis() -> None:
+    """Hard limits bypass the re-test throttle that spaces out the statistical tests."""
+    sp = SPEC.model_copy(update={"on_critical_guard": "rollback"})
+    specs = SpecBook({sp.feature: sp})
+    fold, an = IngestFold(specs), Analyzer(specs)
+    events = [e for e in Traffic(seed=8).events(4000) if e["schema"].endswith("response/v1")]
+    for i, ev in enumerate(events):
+        fold.process(orjson.dumps(ev), topic="t", partition=0, offset=i)
+    for p in fold.flush():
+        assert not [e for e in an.apply(p.value) if e.kind == "control"]
+    leak = next(e for e in events if e["variant"] == "canary")
+    leak = {**leak, "event_id": "leak-1", "request_id": "leak-1", "output": "key AKIAABCDEFGHIJKLMNOP here"}
+    fold.process(orjson.dumps(leak), topic="t", partition=0, offset=len(events))
+    out = [e for p in fold.flush() for e in an.apply(p.value)]
+    cmds = [orjson.loads(e.value) for e in out if e.kind == "control"]
+    assert [(c["action"], c["evidence"]["metric"]) for c in cmds] == [("rollback", "safety_failures")]

@@ -1,0 +1,1 @@
+"""rollguard benchmarks (run ``python -m bench`` from the repository root)."""

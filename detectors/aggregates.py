@@ -121,6 +121,8 @@ _COUNTERS = (
     "pairs", "agree_exact", "agree_normalized", "agree_similar", "pair_fail_candidate_only",
     "pair_fail_baseline_only",
 )
+_OUTCOME_COUNTERS = ("outcomes", "success_n", "successes", "escalation_n", "escalations", "feedback_n",
+                     "feedback_sum")
 _MOMENTS = ("cost", "input_tokens", "output_tokens", "output_chars", "latency_delta", "cost_delta")
 
 
@@ -248,6 +250,15 @@ class VariantStats:
         for g, c in other.guard_failures.items():
             gf[g] = gf.get(g, 0) + c
         self.latency.merge(other.latency)
+
+    def split_outcomes(self) -> tuple[VariantStats, VariantStats]:
+        """(everything but the joined outcomes, only the joined outcomes): outcomes can be held back until
+        they have had time to arrive, while the responses they belong to count at once."""
+        responses, outcomes = self.copy(), VariantStats()
+        for name in _OUTCOME_COUNTERS:
+            setattr(outcomes, name, getattr(self, name))
+            setattr(responses, name, 0)
+        return responses, outcomes
 
     def copy(self) -> VariantStats:
         out = VariantStats()

@@ -435,6 +435,7 @@ class FeatureRuntime:
     duplicate_partials: int = 0
     overlapping_partials: int = 0
     # derived, rebuilt on restore: per arm, per view (scope) totals, and when each view was last tested
+    maturing: dict[int, dict[str, dict[SegmentKey, VariantStats]]] = field(default_factory=dict)  # window ->
     views: dict[str, dict[Scope, VariantStats]] = field(default_factory=dict)
     attrs: list[str] | None = None
     retest: dict[tuple[str, Scope], int] = field(default_factory=dict)
@@ -464,9 +465,22 @@ class FeatureRuntime:
     def new_stage(self) -> None:
         """A stage change starts new tests: the cumulative view restarts from the stage's first event."""
         self.stage_stats = {}
+        self.maturing = {}
         self.views = {}
         self.retest = {}
         self.rollout.verdicts = {}
+
+    def hold_outcomes(self, window: int, seg: SegmentKey, arm: str, outcomes: VariantStats) -> None:
+        self.maturing.setdefault(window, {}).setdefault(arm, {}).setdefault(seg, VariantStats()).merge(outcomes)
+
+    def release_outcomes(self, horizon: float, window_s: int, attrs: list[str]) -> None:
+        """Outcomes of windows that ended at least the spec's outcome delay ago now count."""
+        for w in sorted(self.maturing):
+            if w + window_s > horizon:
+                break
+            for arm, segs in self.maturing.pop(w).items():
+                for seg, s in segs.items():
+                    self.add(seg, arm, s, attrs)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({
@@ -474,6 +488,8 @@ class FeatureRuntime:
             "stage_stats": {a: {k: s.to_dict() for k, s in segs.items()} for a, segs in self.stage_stats.items()},
             "windows": {str(w): {a: {k: s.to_dict() for k, s in segs.items()} for a, segs in arms.items()}
                         for w, arms in self.windows.items()},
+            "maturing": {str(w): {a: {k: s.to_dict() for k, s in segs.items()} for a, segs in arms.items()}
+                         for w, arms in self.maturing.items()},
             "watermarks": self.watermarks, "clock": self.clock, "partials": self.partials,
             "duplicate_partials": self.duplicate_partials, "overlapping_partials": self.overlapping_partials,
         })
@@ -487,6 +503,8 @@ class FeatureRuntime:
                          for a, segs in d["stage_stats"].items()},
             windows={int(w): {a: {k: VariantStats.from_dict(s) for k, s in segs.items()}
                               for a, segs in arms.items()} for w, arms in d["windows"].items()},
+            maturing={int(w): {a: {k: VariantStats.from_dict(s) for k, s in segs.items()}
+                               for a, segs in arms.items()} for w, arms in d.get("maturing", {}).items()},
             watermarks=d["watermarks"], clock=d["clock"], partials=d["partials"],
             duplicate_partials=d["duplicate_partials"], overlapping_partials=d["overlapping_partials"],
         )
@@ -532,6 +550,9 @@ class Analyzer:
             return []
         spec = self.specs.get(feature)
         attrs = spec.segment_by if spec is not None else []
+        delay = spec.outcome_delay.total_seconds() if spec is not None else 0.0
+        if p.get("max_ts") is not None:
+            rt.clock = max(rt.clock, float(p["max_ts"]))
         for seg, arm, window, data, *rest in entries:
             s = VariantStats.from_dict(data)
             if self.on_entry is not None:
@@ -539,9 +560,12 @@ class Analyzer:
             # too late for its window's snapshot, it still counts towards the stage totals
             if window >= rt.clock - self.lateness_s - self.window_s or window in rt.windows:
                 rt.windows.setdefault(int(window), {}).setdefault(arm, {}).setdefault(seg, VariantStats()).merge(s)
+            if delay > 0 and s.outcomes and window + self.window_s + delay > rt.clock:
+                s, held = s.split_outcomes()  # judged once every outcome of the window had time to arrive
+                rt.hold_outcomes(int(window), seg, arm, held)
             rt.add(seg, arm, s, attrs)
-        if p.get("max_ts") is not None:
-            rt.clock = max(rt.clock, float(p["max_ts"]))
+        if rt.maturing:
+            rt.release_outcomes(rt.clock - delay, self.window_s, attrs)
         rt.partials += 1
         out = self._close_windows(feature, rt)
         if spec is not None:

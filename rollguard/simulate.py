@@ -359,7 +359,7 @@ def _rich(seed: int, **kw: Any) -> Traffic:
 
 #: Segments differ at baseline (both arms): premium users escalate more, wait longer and succeed less often.
 SEGMENT_BASELINES = (
-    Regression("escalation_rate", 0.06, {"tier": "premium"}, arm="*"),
+    Regression("escalation_rate", 0.05, {"tier": "premium"}, arm="*"),
     Regression("task_success_rate", 0.78, {"tier": "premium"}, arm="*"),
     Regression("latency", 1.3, {"tier": "premium"}, arm="*"),
 )
@@ -371,20 +371,19 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("aa", "A/A: both arms identical (rich text, base-rate PII and refusals); nothing should happen.",
              GroundTruth("none"), lambda s: _rich(s, regressions=list(SEGMENT_BASELINES))),
     Scenario("escalation-premium",
-             "Escalations 6 % -> 14 % for premium users only from event 2,000: overall moves ~1.2 pt.",
-             GroundTruth("rollback", {"tier": "premium"}, "escalation_rate", 2000),
+             "The motivating case: escalations 5 % -> 15 % for premium users only (overall moves ~1.5 pt).",
+             GroundTruth("rollback", {"tier": "premium"}, "escalation_rate"),
              lambda s: _rich(s, regressions=[*SEGMENT_BASELINES,
-                                             Regression("escalation_rate", 0.14, {"tier": "premium"}, start=2000)])),
-    Scenario("task-success-billing", "Task success 85 % -> 72 % in use_case=billing from event 2,000.",
-             GroundTruth("rollback", {"use_case": "billing"}, "task_success_rate", 2000),
-             lambda s: _rich(s, regressions=[Regression("task_success_rate", 0.72, {"use_case": "billing"},
-                                                        start=2000)])),
-    Scenario("latency-p95", "Canary latency x1.5 everywhere from event 3,000 (p95 ratio 1.5 vs bound 1.25).",
-             GroundTruth("pause", {}, "latency_p95_ms", 3000),
-             lambda s: _rich(s, regressions=[Regression("latency", 1.5, start=3000)])),
-    Scenario("cost-tokens-x2", "Canary uses twice the input and output tokens from event 2,000 (cost x2).",
-             GroundTruth("pause", {}, "cost_per_request", 2000),
-             lambda s: _rich(s, regressions=[Regression("tokens", 2.0, start=2000)])),
+                                             Regression("escalation_rate", 0.15, {"tier": "premium"})])),
+    Scenario("task-success-billing", "Task success 85 % -> 72 % in use_case=billing.",
+             GroundTruth("rollback", {"use_case": "billing"}, "task_success_rate"),
+             lambda s: _rich(s, regressions=[Regression("task_success_rate", 0.72, {"use_case": "billing"})])),
+    Scenario("latency-p95", "Canary latency x1.5 everywhere (p95 ratio 1.5 vs bound 1.25).",
+             GroundTruth("pause", {}, "latency_p95_ms"),
+             lambda s: _rich(s, regressions=[Regression("latency", 1.5)])),
+    Scenario("cost-tokens-x2", "Canary uses twice the input and output tokens (cost x2).",
+             GroundTruth("pause", {}, "cost_per_request"),
+             lambda s: _rich(s, regressions=[Regression("tokens", 2.0)])),
     Scenario("leak-burst",
              "Burst of leaked AWS keys (5 %) and PII (20 %) in canary outputs between events 6,000 and 7,000.",
              GroundTruth("pause", {}, "safety_failures", 6000),
@@ -398,10 +397,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("broken-split", "Assignment bug: the canary gets 22 % instead of the promised 25 %.",
              GroundTruth("pause", {}, "srm", 0), lambda s: _rich(s, canary_weight=0.22)),
     Scenario("drift-ramp",
-             "Healthy canary degrades gradually after passing its gates: errors 1 % -> 6 % over events "
-             "6,000-18,000 (crosses the 2 pt bound near event 10,800).",
+             "Healthy canary degrades gradually after passing its gates: errors 1 % -> 10 % over events "
+             "6,000-18,000 (crosses the 2 pt bound near event 8,700).",
              GroundTruth("pause", {}, "error_rate", 6000),
-             lambda s: _rich(s, regressions=[Regression("error_rate", 0.06, start=6000, ramp=12_000)])),
+             lambda s: _rich(s, regressions=[Regression("error_rate", 0.10, start=6000, ramp=12_000)])),
     Scenario("mix-shift",
              "Not a regression: premium share 15 % -> 40 % at event 8,000 in both arms; premium escalates "
              "more, is slower and succeeds less, so overall metrics move for both arms alike.",
@@ -415,11 +414,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                              regressions=[Regression("escalation_rate", 0.30, {"use_case": "legal"})]),
              n=30_000),
     Scenario("late-outcomes",
-             "Premium escalation regression (6 % -> 14 %) seen through outcomes that arrive late (exponential, "
-             "mean 30 s = 6,000 events) and only for 50 % of requests.",
-             GroundTruth("rollback", {"tier": "premium"}, "escalation_rate", 0),
+             "Escalations 3 % -> 7 % for every canary user, seen through outcomes that arrive late (exponential "
+             "delay, mean 30 s = 6,000 events) and only for 50 % of requests; those due after the end never do.",
+             GroundTruth("rollback", {}, "escalation_rate", 0),
              lambda s: _rich(s, outcome_share=0.5, late_outcomes=True,
-                             regressions=[*SEGMENT_BASELINES,
-                                          Regression("escalation_rate", 0.14, {"tier": "premium"})]),
+                             regressions=[Regression("escalation_rate", 0.07)]),
              n=30_000),
 )}

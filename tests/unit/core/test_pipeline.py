@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 
+from rollguard.contracts import Command
 from rollguard.pipeline import Analyzer, IngestFold, SpecBook
 from rollguard.replay import replay
 from rollguard.signing import Signer, Verifier, generate_keypair
@@ -26,8 +28,7 @@ def test_premium_regression_rolls_back_premium_only() -> None:
                  SpecBook({SPEC.feature: SPEC}), signer=Signer.from_base64("k", priv))
     cmds = res.decoded("control")
     assert [(c["action"], c["scope"]) for c in cmds] == [("rollback", PREMIUM)]
-    assert Verifier({"k": pub}).verify(__import__("rollguard.contracts").contracts.Command.model_validate(cmds[0])) \
-        is None
+    assert Verifier({"k": pub}).verify(Command.model_validate(cmds[0])) is None
     assert cmds[0]["evidence"]["metric"] == "escalation_rate"
     assert [a["command_id"] for a in res.decoded("alerts") if a["kind"] == "criterion"] == [cmds[0]["command_id"]]
     assert len(res.decoded("decisions")) == 1
@@ -106,3 +107,18 @@ def test_one_leaked_secret_in_a_busy_segment_acts_at_the_next_analysis() -> None
     out = [e for p in fold.flush() for e in an.apply(p.value)]
     cmds = [orjson.loads(e.value) for e in out if e.kind == "control"]
     assert [(c["action"], c["evidence"]["metric"]) for c in cmds] == [("rollback", "safety_failures")]
+
+
+def test_outcomes_are_judged_only_after_the_outcome_delay() -> None:
+    """With outcome_delay, a window's outcomes count once they have all had time to arrive."""
+    traffic = Traffic(seed=9, regressions=[Regression("escalation_rate", 0.2, PREMIUM)])
+    records = recorded(traffic, 30_000)
+    quick = replay(records, SpecBook({SPEC.feature: SPEC})).decoded("decisions")
+    slow_spec = SPEC.model_copy(update={"outcome_delay": timedelta(seconds=60)})
+    slow = replay(records, SpecBook({SPEC.feature: slow_spec})).decoded("decisions")
+    assert [d["scope"] for d in quick] == [d["scope"] for d in slow] == [PREMIUM]
+    t0 = traffic.start.timestamp()
+    t_quick = datetime.fromisoformat(quick[0]["event_time"]).timestamp() - t0
+    t_slow = datetime.fromisoformat(slow[0]["event_time"]).timestamp() - t0
+    # the first 60 s window's outcomes count only once the clock passes its end plus the delay
+    assert t_quick < 120 <= t_slow

@@ -175,7 +175,8 @@ def srm_verdict(n_base: int, n_cand: int, *, candidate_weight: float | None, alp
     if total < min_n or candidate_weight is None or not 0 < candidate_weight < 1:
         return sequential.Verdict(
             metric="srm", outcome="insufficient", estimate_candidate=share,
-            estimate_baseline=candidate_weight, effect=math.nan, lower=math.nan, upper=math.nan,
+            estimate_baseline=math.nan if candidate_weight is None else candidate_weight, effect=math.nan,
+            lower=math.nan, upper=math.nan,
             n_candidate=n_cand, n_baseline=n_base, e_value=1.0, p_value=1.0, bound=alpha)
     r = srm_test([n_base, n_cand], [1 - candidate_weight, candidate_weight], alpha=alpha)
     return sequential.Verdict(

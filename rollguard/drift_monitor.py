@@ -66,6 +66,7 @@ ROW_FIELDS = ("t", "latency_ms", "cost_usd", "input_tokens", "output_tokens", "o
 _ROW_INDEX = {name: i for i, name in enumerate(ROW_FIELDS)}
 BASELINE_DRIFT = "baseline_drift"  # baseline-only drift older than the tolerance (no DriftKind for it)
 _INPUTS = "inputs"  # metric name of a scope's merged input-drift episode
+_OUTPUT_KINDS = (DriftKind.TRAFFIC_SHIFT.value, DriftKind.CANDIDATE_REGRESSION.value, BASELINE_DRIFT)
 
 Reference = Literal["scale", "full", "own"]
 
@@ -75,8 +76,13 @@ class DriftConfig:
     """Knobs of the monitor; times are event-time seconds."""
 
     max_banks: int = 256  # per feature; (scope, arm) banks beyond it are not created (counted)
-    max_rows_per_flush: int = 16  # per (scope, arm) and flush
-    max_bits_per_flush: int = 256  # trials per (scope, arm, binary metric) and flush; thinned above
+    #: Thinning caps per (scope, arm) and flush: the larger of the fixed cap and the per-second rate times
+    #: the event time the flush covers. Live flushes (every 250 ms) get the fixed cap; a backlog or a replay,
+    #: where one flush spans minutes of event time, keeps the same density per event-second.
+    max_rows_per_flush: int = 16
+    max_rows_per_s: float = 64.0
+    max_bits_per_flush: int = 256  # trials per binary metric
+    max_bits_per_s: float = 1024.0
     reference: Reference = "scale"
     location_warmup: int = 200  # candidate rows for its own log-mean ("scale" mode)
     mix_attribute: str = "use_case"  # segment attribute whose mix is watched (from counts)
@@ -277,6 +283,10 @@ class DriftMonitor:
         pending, fs.pending = fs.pending, {}
         cfg = self.config
         c = fs.counters
+        times = [r[0] for p in pending.values() for r in p.rows if r and r[0] is not None]
+        span = max(times) - min(times) if times else 0.0
+        max_rows = max(cfg.max_rows_per_flush, math.ceil(span * cfg.max_rows_per_s))
+        max_bits = max(cfg.max_bits_per_flush, math.ceil(span * cfg.max_bits_per_s))
         for (scope, arm), p in pending.items():
             tr = self._track(fs, scope, arm)
             if tr is None:
@@ -285,21 +295,21 @@ class DriftMonitor:
             if p.rows:
                 rows = sorted(p.rows, key=lambda r: r[0] if r and r[0] is not None else now)
                 c.rows += len(rows)
-                if len(rows) > cfg.max_rows_per_flush:
-                    c.rows_thinned += len(rows) - cfg.max_rows_per_flush
-                    rows = _spread(rows, cfg.max_rows_per_flush)
+                if len(rows) > max_rows:
+                    c.rows_thinned += len(rows) - max_rows
+                    rows = _spread(rows, max_rows)
                 own_loc = spec is not None and arm != spec.baseline and cfg.reference == "scale"
                 for r in rows:
                     self._feed_row(tr, r, now, own_loc)
             for name, (k, n) in p.bits.items():
                 c.bits += n
-                counts = _thin({"1": k, "0": n - k}, cfg.max_bits_per_flush, tr.carry, name)
+                counts = _thin({"1": k, "0": n - k}, max_bits, tr.carry, name)
                 c.bits_thinned += n - sum(counts.values())
                 d = det[name]
                 for v in _interleave(counts):
                     d.update(v == "1", now)
             if p.mix:
-                counts = _thin(p.mix, cfg.max_bits_per_flush, tr.carry, "mix")
+                counts = _thin(p.mix, max_bits, tr.carry, "mix")
                 d = det["use_case"]
                 for v in _interleave(counts):
                     d.update(v, now)
@@ -399,7 +409,7 @@ class DriftMonitor:
                 kind = BASELINE_DRIFT if since is not None and now - since > tol else DriftKind.NONE.value
             if kind in (DriftKind.TRAFFIC_SHIFT.value, DriftKind.CANDIDATE_REGRESSION.value):
                 outputs_drifted = True
-            for k in (DriftKind.TRAFFIC_SHIFT.value, DriftKind.CANDIDATE_REGRESSION.value, BASELINE_DRIFT):
+            for k in _OUTPUT_KINDS:
                 ev = self._gate(fs, scope, cand_arm, m, k, kind == k, now)
                 if ev is None:
                     continue
@@ -423,16 +433,17 @@ class DriftMonitor:
 
     @staticmethod
     def _explained(fs: _FeatureState, scope: Scope, arm: str, metric: str, start: float) -> Scope | None:
-        """An open candidate regression of ``metric`` in an overlapping scope that began earlier, if any.
+        """An open drift episode of ``metric`` in an overlapping scope that began earlier, if any.
 
         A premium-only regression also moves ``geo=us`` (premium traffic is part of it), later and weaker;
-        the earliest overlapping scope is taken as the cause, as the canary analysis attributes to the
-        smallest explaining set. Scopes of the same attribute (``tier=pro`` vs ``tier=premium``) are disjoint
-        and never explain each other.
+        the earliest overlapping episode is taken as the cause, as the canary analysis attributes to the
+        smallest explaining set. If that episode is a traffic shift (or baseline drift), the later, diluted
+        candidate-only detection is the same shift seen through a thinner sample, and must not act. Scopes of
+        the same attribute (``tier=pro`` vs ``tier=premium``) are disjoint and never explain each other.
         """
         best: tuple[float, int, Scope] | None = None
         for (sc, a, m, k), g in fs.gates.items():
-            if (a, m, k) != (arm, metric, DriftKind.CANDIDATE_REGRESSION.value) or sc == scope or not g.active:
+            if (a, m) != (arm, metric) or k not in _OUTPUT_KINDS or sc == scope or not g.active:
                 continue
             if sc and scope and sc[0][0] == scope[0][0]:
                 continue

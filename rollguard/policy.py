@@ -174,6 +174,10 @@ def _issue(state: RolloutState, spec: RolloutSpec, action: Action, scope: Scope,
         state.scopes.pop(text, None)
         state.held_by.pop(text, None)
     if weight is not None and action in (Action.PROMOTE, Action.SET_WEIGHT, Action.ROLLBACK):
+        if action != Action.ROLLBACK:  # a stage weight supersedes finer stage weights (not rolled-back scopes)
+            for t in [t for t in state.weights if t != text and _covers(scope, scope_of_text(t))
+                      and len(scope_of_text(t)) > len(scope) and state.scopes.get(t) != "rolled_back"]:
+                del state.weights[t]
         state.weights[text] = weight
     state.last_command = {"action": action.value, "scope": text, "seq": cmd.seq, "command_id": cmd.command_id,
                           "reason": reason, "by": issued_by}

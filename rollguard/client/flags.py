@@ -17,6 +17,8 @@ Semantics (documented with a table in ``docs/flags.md``):
 * safety override: a rollback also beats any *older* more specific command it covers (a newer finer
   command, e.g. a deliberate re-enable of one sub-segment, still wins) - the same rule the policy uses,
   where a rolled-back scope is never partially re-exposed by an earlier, finer weight;
+* a ``promote``/``set_weight`` over a scope supersedes older, finer ``promote``/``set_weight`` commands
+  inside it (an expansion's per-segment weights end when the rollout is promoted for everyone); holds stay;
 * kill switch: ``rollback`` with ``scope={}`` puts everyone on baseline until a later ``scope={}``
   command replaces it.
 
@@ -154,6 +156,14 @@ class FlagRollout:
             entries[key] = _Entry(cmd, frozen, lifted)
         else:
             entries[key] = _Entry(cmd)
+            if cmd.action in (Action.PROMOTE, Action.SET_WEIGHT) and cmd.weight is not None:
+                # a stage weight set over a scope supersedes older, finer stage weights inside it (an
+                # expansion's per-segment weights end when the rollout is promoted for everyone); holds stay
+                scope = set(cmd.scope.items())
+                for k, e in list(entries.items()):
+                    finer = scope < set(e.command.scope.items())
+                    if k != key and finer and not e.is_hold and e.command.seq < cmd.seq:
+                        del entries[k]
         return FlagRollout(self.flag, self.config, _entries=entries, _last=cmd)
 
     # ---------------------------------------------------------------------------------------- evaluation

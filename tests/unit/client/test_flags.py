@@ -203,3 +203,21 @@ def test_book_survives_a_failing_listener() -> None:
     book = RolloutBook({FLAG: CFG}, boom)
     assert book.apply(cmd(1, "set_weight", {}, 0.3)) is not None
     assert book.get(FLAG) is not None and book.get(FLAG).weight_for({}) == 0.3  # type: ignore[union-attr]
+
+
+def test_promotion_for_everyone_supersedes_an_expansions_segment_weights() -> None:
+    from rollguard.client.flags import FlagConfig, FlagRollout
+    from rollguard.contracts import Command
+
+    def cmd(seq: int, action: str, scope: dict[str, str], weight: float) -> Command:
+        return Command(command_id=f"c{seq}", seq=seq, flag="f", feature="x", action=action, variant="canary",
+                       scope=scope, weight=weight, reason="t")
+
+    r = FlagRollout("f", FlagConfig("baseline", "canary", 0.0))
+    for c in (cmd(1, "promote", {}, 0.1), cmd(2, "promote", {"tier": "free"}, 0.5),
+              cmd(3, "rollback", {"tier": "premium"}, 0.0)):
+        r = r.apply(c)
+    assert r.weight_for({"tier": "free"}) == 0.5 and r.weight_for({"tier": "pro"}) == 0.1
+    r = r.apply(cmd(4, "promote", {}, 1.0))
+    assert r.weight_for({"tier": "free"}) == 1.0 and r.weight_for({"tier": "pro"}) == 1.0
+    assert r.weight_for({"tier": "premium"}) == 0.0  # holds stay

@@ -255,6 +255,21 @@ def promote(feature: str, reason: Reason = ..., by: By = None,  # type: ignore[a
     _send_request("promote", feature, None, reason, by, bootstrap, prefix)
 
 
+@app.command("kill-switch")
+def kill_switch(reason: Reason = ..., by: By = None,  # type: ignore[assignment]
+                app_id: Annotated[str | None, typer.Option(help="the worker's app id")] = None,
+                bootstrap: Bootstrap = None, prefix: Prefix = None) -> None:
+    """Roll back every feature the worker is rolling out (everyone to its baseline), through the normal path."""
+    from rollguard.status import read_states
+
+    features = sorted(read_states(_settings(bootstrap, prefix, app_id=app_id)))
+    if not features:
+        err.print("no rollout state found: nothing to roll back")
+        raise typer.Exit(1)
+    for feature in features:
+        _send_request("rollback", feature, None, f"kill switch: {reason}", by, bootstrap, prefix)
+
+
 @spec_app.command("apply")
 def spec_apply(path: Annotated[Path, typer.Argument(help="spec file or directory")],
                bootstrap: Bootstrap = None, prefix: Prefix = None) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 ActionName = Literal["alert", "hold", "pause", "rollback"]
 
@@ -41,7 +41,10 @@ def parse_duration(value: Any) -> timedelta:
         return timedelta(seconds=float(value))
     m = _DURATION.match(str(value))
     if not m:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 2h)")
+        try:  # ISO 8601 ("PT10M"), which is how a spec's durations travel as JSON (`rollguard spec apply`)
+            return TypeAdapter(timedelta).validate_python(value)
+        except ValidationError:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 2h)") from None
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 

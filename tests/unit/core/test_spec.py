@@ -77,3 +77,12 @@ def test_bad_spec_names_field_and_problem(mutate, field: str, text: str) -> None
 
 def test_not_a_mapping() -> None:
     assert problems([1, 2])[0][0] == "<spec>"  # type: ignore[arg-type]
+
+
+def test_spec_survives_its_json_form() -> None:
+    """`rollguard spec apply` ships specs as JSON; durations come back from ISO 8601."""
+    import orjson
+
+    spec = load_spec(SPEC)
+    again = parse_spec(orjson.loads(orjson.dumps(spec.model_dump(mode="json"))))
+    assert again == spec and again.version == spec.version

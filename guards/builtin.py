@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .engine import HAVE_HYPERSCAN, Hit, PatternSpec, ReScanner, excerpt, make_scanner
-from .types import Finding, GuardItem, Severity
+from .types import Finding, GuardItem, Severity, new_finding
 
 __all__ = [
     "BudgetGuard",
@@ -27,6 +27,14 @@ FIELDS = ("output", "input")
 def _text(item: GuardItem, field: str) -> str:
     value = getattr(item, field, "")
     return value if isinstance(value, str) else ""
+
+
+def _by_span(sh: tuple[PatternSpec, Hit]) -> tuple[int, int]:
+    return sh[1].start, sh[1].end
+
+
+def _by_priority(sh: tuple[PatternSpec, Hit]) -> tuple[int, int, int]:
+    return -sh[0].priority, sh[1].start, sh[1].end
 
 
 class PatternGuard:
@@ -66,24 +74,38 @@ class PatternGuard:
         number is not also a phone number), one finding per code with all its spans."""
         if not hits:
             return []
-        ordered = sorted(hits, key=lambda sh: (-sh[0].priority, sh[1].start, sh[1].end))
-        kept: list[tuple[PatternSpec, Hit]] = []
-        for spec, hit in ordered:
-            if any(
-                hit.start < h.end and h.start < hit.end and s.priority > spec.priority for s, h in kept
-            ):
-                continue
-            kept.append((spec, hit))
-        kept.sort(key=lambda sh: (sh[1].start, sh[1].end))
+        if len(hits) == 1:  # the common case: nothing to resolve or group
+            spec, hit = hits[0]
+            ex = excerpt(spec, text, hit)
+            return [new_finding(self.name, spec.code, self.severity, field, ((hit.start, hit.end),), ex)]
+        first_priority = hits[0][0].priority
+        if all(spec.priority == first_priority for spec, _ in hits):
+            kept = sorted(hits, key=_by_span)  # only a higher priority drops an overlapping hit
+        else:
+            kept = []
+            for spec, hit in sorted(hits, key=_by_priority):
+                if any(
+                    hit.start < h.end and h.start < hit.end and s.priority > spec.priority for s, h in kept
+                ):
+                    continue
+                kept.append((spec, hit))
+            kept.sort(key=_by_span)
         by_code: dict[str, list[tuple[PatternSpec, Hit]]] = {}
         for spec, hit in kept:
-            by_code.setdefault(spec.code, []).append((spec, hit))
+            group = by_code.get(spec.code)
+            if group is None:
+                by_code[spec.code] = [(spec, hit)]
+            else:
+                group.append((spec, hit))
         out = []
         for code, group in by_code.items():
-            spans = tuple(sorted({(h.start, h.end) for _, h in group}))
+            if len(group) == 1:
+                spans: tuple[tuple[int, int], ...] = ((group[0][1].start, group[0][1].end),)
+            else:
+                spans = tuple(sorted({(h.start, h.end) for _, h in group}))
             first_spec, first_hit = group[0]
             ex = excerpt(first_spec, text, first_hit)
-            out.append(Finding(self.name, code, self.severity, field, spans, ex))
+            out.append(new_finding(self.name, code, self.severity, field, spans, ex))
         return out
 
     def check(self, item: GuardItem) -> list[Finding]:
@@ -161,9 +183,11 @@ class LengthGuard:
         return Finding(self.name, code, self.severity, "output", (), excerpt)
 
     def check(self, item: GuardItem) -> list[Finding]:
-        text = _text(item, "output")
+        text = getattr(item, "output", "")
+        if not isinstance(text, str):
+            text = ""
         n = len(text)
-        stripped = text.strip()
+        stripped = text.strip()  # no copy when there is nothing to strip
         if not stripped:
             return [self._f("length.empty", f"{n} chars")] if self.empty else []
         out = []
@@ -181,12 +205,20 @@ class LengthGuard:
         cap = self.max_output_tokens
         if cap is not None and isinstance(output_tokens, int) and output_tokens >= cap:
             return f"output_tokens {output_tokens} >= {cap}"
-        if "```" in stripped and len(_FENCE.findall(stripped)) % 2 == 1:
-            return "unclosed code fence"
+        # "`" first: a one-character search is much cheaper than searching for "```"; a single
+        # line (stripped) can only have a fence at its start
+        if "`" in stripped:
+            if "\n" not in stripped:
+                if stripped.startswith("```"):
+                    return "unclosed code fence"
+            elif "```" in stripped and len(_FENCE.findall(stripped)) % 2 == 1:
+                return "unclosed code fence"
         last = stripped[-1]
         if last.isalnum() or last in ",;:-(":
-            line = stripped.rsplit("\n", 1)[-1]
-            if not _LIST_LINE.match(line) and len(line.split()) >= self.mid_sentence_words:
+            line = stripped[stripped.rfind("\n") + 1 :]
+            # split at most mid_sentence_words - 1 times: as many parts as words, capped there
+            w = self.mid_sentence_words
+            if not _LIST_LINE.match(line) and len(line.split(None, w - 1)) >= w:
                 return "ends mid-sentence"
         return ""
 

@@ -53,7 +53,17 @@ class PatternSpec:
     can match there (e.g. the e-mail spec finds the local part before each ``@``).
     ``hs`` may be a tuple of alternatives (compiled as separate expressions). ``near``
     is an extra caseless hyperscan anchor for context rules: an accepted match may
-    start anywhere from the anchor's start to ``near_chars`` after its end.
+    start anywhere from the anchor's start to ``near_chars`` after its end. ``lead``: an
+    accepted match may start up to ``lead`` characters before the start of the hyperscan
+    match of its form (e.g. the e-mail form starts at the ``@``).
+    ``veto`` (optional): caseless hyperscan expressions, each a context prefix followed by
+    the (single) ``hs`` form, for forms whose start is fixed by their end (fixed width, or a
+    boundary character the form cannot contain). A veto match ending where a form match
+    ends proves that no accepted match starts there (the validator rejects that start
+    because of the context), so that form match opens no region: a common near-miss such as
+    ``version 1.2.3.4`` then costs no Python walk at all. ``som``: track the start of match
+    even for a bounded form (worth it for wide forms on short fields such as the input: the
+    walk then starts where the match starts instead of ``width`` characters earlier).
 
     >>> PatternSpec("pii", "pii.ssn", r"\\d{3}-\\d{2}-\\d{4}").hs_pattern
     '\\\\d{3}-\\\\d{2}-\\\\d{4}'
@@ -73,6 +83,9 @@ class PatternSpec:
     locate: Callable[[str, int, int], list[int]] | None = None
     near: str | None = None
     near_chars: int = 0
+    lead: int = 0
+    veto: tuple[str, ...] = ()
+    som: bool = False
 
     @property
     def hs_pattern(self) -> str | None:
@@ -83,16 +96,29 @@ class PatternSpec:
             return "|".join(f"(?:{h})" for h in self.hs)
         return self.hs
 
-    def hs_expressions(self) -> list[tuple[str, bool, int]]:
-        """(expression, caseless, reach) to compile: the hyperscan alternatives, plus the
-        ``near`` anchor whose matches open a region ``near_chars`` long after them."""
+    def hs_expressions(self) -> list[HsExpr]:
+        """The expressions to compile: the hyperscan alternatives, the ``near`` anchor whose
+        matches open a region ``near_chars`` long after them, and the vetoes."""
         if self.hs is None:
             return []
         alts = (self.regex,) if self.hs == "" else self.hs if isinstance(self.hs, tuple) else (self.hs,)
-        out = [(h, self.caseless, 0) for h in alts]
+        out = [HsExpr(h, self.caseless, 0, self.lead, False, self.som) for h in alts]
         if self.near is not None:
-            out.append((self.near, True, self.near_chars))
+            out.append(HsExpr(self.near, True, self.near_chars, 0, False, False))
+        out.extend(HsExpr(v, True, 0, 0, True, False) for v in self.veto)
         return out
+
+
+class HsExpr(NamedTuple):
+    """One hyperscan expression of a spec: a region opens ``lead`` characters before its
+    match and extends ``reach`` characters past it; a ``veto`` opens none (see PatternSpec)."""
+
+    expr: str
+    caseless: bool
+    reach: int
+    lead: int
+    veto: bool
+    som: bool
 
 
 class Hit(NamedTuple):
@@ -276,27 +302,33 @@ class HyperscanScanner(ReScanner):
         self._expr_spec: list[int] = []  # expression id -> spec index
         self._expr_reach: list[int] = []  # expression id -> characters a region extends past the match
         self._expr_width: list[int] = []  # 0: start of match from SOM; else starts >= end - width
+        self._expr_lead: list[int] = []  # expression id -> characters a region starts before the match
+        self._vetoes: set[int] = set()  # expression ids of vetoes
         for i, spec in enumerate(self.specs):
-            for expr, caseless, reach in spec.hs_expressions():
+            for expr, caseless, reach, lead, veto, force_som in spec.hs_expressions():
                 try:
                     w = max_width(expr, re.ASCII | (re.IGNORECASE if caseless else 0))
                 except Exception:  # not parseable as Python regex: ask hyperscan for the start
                     w = _SOM_WIDTH + 1
-                som = w > _SOM_WIDTH
+                som = (w > _SOM_WIDTH or force_som) and not veto
                 exprs.append(expr.encode("utf-8"))
                 flags.append(
                     _hs.HS_FLAG_UTF8
                     | (_hs.HS_FLAG_SOM_LEFTMOST if som else 0)
                     | (_hs.HS_FLAG_CASELESS if caseless else 0)
                 )
+                if veto:
+                    self._vetoes.add(len(self._expr_spec))
                 self._expr_spec.append(i)
                 self._expr_reach.append(reach)
                 self._expr_width.append(0 if som else max(w, 1))
+                self._expr_lead.append(lead)
+        self._exprs = tuple(exprs)
+        self._flags = tuple(flags)
         if exprs:
-            self._db = _compiled_db(tuple(exprs), tuple(flags))
+            self._db = _compiled_db(self._exprs, self._flags)
         # how far past a region's end a search may need to read (endpos)
         self._pad = [w + _LOOKAHEAD_SLACK for w in self._width]
-
 
     def _regions(self, text: str) -> list[tuple[int, list[Interval]]] | None:
         """Per pattern with hyperscan hits: its merged candidate regions, by pattern index.
@@ -307,17 +339,38 @@ class HyperscanScanner(ReScanner):
             return None
         raw: list[tuple[int, int, int]] = []
         self._db.scan(data, match_event_handler=_on_match, context=raw)
-        if not raw:
-            return []
+        return self._regions_of(text, data, raw) if raw else []
+
+    def _regions_of(
+        self, text: str, data: bytes, raw: list[tuple[int, int, int]]
+    ) -> list[tuple[int, list[Interval]]]:
+        """Raw hyperscan matches ``(expression, from, to)`` (byte offsets into ``data``,
+        ``from`` >= 0) -> merged candidate regions per pattern."""
         n = len(text)
         extra = len(data) - n  # bytes beyond one per character
-        spec_of, reach, wid = self._expr_spec, self._expr_reach, self._expr_width
+        spec_of, reach, wid, lead = self._expr_spec, self._expr_reach, self._expr_width, self._expr_lead
+        vetoes = self._vetoes
+        if vetoes:
+            for r in raw:
+                if r[0] in vetoes:
+                    vetoed = {(spec_of[x], e) for x, _, e in raw if x in vetoes}
+                    raw = [r for r in raw if r[0] not in vetoes and (spec_of[r[0]], r[2]) not in vetoed]
+                    if not raw:
+                        return []
+                    break
+        if len(raw) == 1 and extra == 0:  # the common case (ASCII, one match), without the merging
+            x, s, e = raw[0]
+            w = wid[x]
+            s = (e - w if w else s) - lead[x]
+            hi = e + reach[x]
+            i = spec_of[x]
+            return [(i, [(s if s > 0 else 0, hi, min(n, hi + self._pad[i]))])]
         groups: dict[int, list[tuple[int, int]]] = {}
         if extra <= 256:
             # character offset c of byte offset b satisfies b - extra <= c <= b
             for x, s, e in raw:
                 w = wid[x]
-                s = (e - w if w else s) - extra
+                s = (e - w if w else s) - extra - lead[x]
                 region = (s if s > 0 else 0, e + reach[x])
                 i = spec_of[x]
                 g = groups.get(i)
@@ -329,12 +382,12 @@ class HyperscanScanner(ReScanner):
             for x, s, e in raw:
                 w = wid[x]
                 ec = len(data[:e].decode("utf-8", "ignore"))
-                sc = ec - w if w else len(data[:s].decode("utf-8", "ignore"))
+                sc = (ec - w if w else len(data[:s].decode("utf-8", "ignore"))) - lead[x]
                 region = (sc if sc > 0 else 0, ec + 1 + reach[x])
                 groups.setdefault(spec_of[x], []).append(region)
         out: list[tuple[int, list[Interval]]] = []
         pad = self._pad
-        for i in sorted(groups):
+        for i in sorted(groups) if len(groups) > 1 else groups:
             regions = groups[i]
             p = pad[i]
             if len(regions) == 1:
@@ -371,7 +424,15 @@ class HyperscanScanner(ReScanner):
         if not text:
             return []
         if candidates is None:
-            candidates = self.candidates(text)
+            if self._re_only or self._db is None or not text.isascii():
+                candidates = self.candidates(text)
+            else:  # the common case, inlined: ASCII text (encodes exactly), hyperscan only
+                data = text.encode()
+                raw: list[tuple[int, int, int]] = []
+                self._db.scan(data, match_event_handler=_on_match, context=raw)
+                if not raw:
+                    return []
+                candidates = self._regions_of(text, data, raw)
             if not candidates:
                 return []
         return self._walk(text, candidates)

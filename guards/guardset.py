@@ -6,9 +6,9 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from .builtin import FIELDS, PatternGuard
+from .builtin import FIELDS, PatternGuard, RefusalGuard
 from .config import build_guards
-from .engine import HAVE_HYPERSCAN, PatternSpec, ReScanner, make_scanner
+from .engine import HAVE_HYPERSCAN, Hit, PatternSpec, ReScanner, make_scanner
 from .types import Finding, Guard, GuardConfigError, GuardItem, Severity
 
 __all__ = ["GuardSet", "build_guard_set"]
@@ -44,6 +44,8 @@ class GuardSet:
         self._special = [
             g for g in self._pattern if type(g).pre is not base.pre or type(g).applies is not base.applies
         ]
+        # the built-in refusal guard has nothing to do before the scan when refused is None
+        self._special_if_refused = all(type(g) is RefusalGuard for g in self._special)
         # per field: one scanner over the specs of all pattern guards, and spec -> guard
         self._scanners: list[tuple[str, ReScanner, list[PatternGuard]]] = []
         for field in FIELDS:
@@ -63,19 +65,20 @@ class GuardSet:
     def check(self, item: GuardItem) -> list[Finding]:
         """All findings for one item, in a stable order (scan fields, then other guards)."""
         out: list[Finding] = []
-        skip: set[int] = set()
-        for g in self._special:
+        skip: set[int] | None = None
+        for g in self._special if not (self._special_if_refused and item.refused is None) else ():
             try:
-                out.extend(g.pre(item))
+                pre = g.pre(item)
+                if pre:
+                    out.extend(pre)
                 if not g.applies(item):
-                    skip.add(id(g))
+                    skip = {id(g)} if skip is None else skip | {id(g)}
             except Exception as e:
                 out.append(_internal(g, e))
-                skip.add(id(g))
+                skip = {id(g)} if skip is None else skip | {id(g)}
         for field, scanner, owner in self._scanners:
-            value = getattr(item, field, "")
-            text = value if isinstance(value, str) else ""
-            if not text:
+            text = getattr(item, field, "")
+            if not isinstance(text, str) or not text:
                 continue
             try:
                 hits = scanner.scan(text)
@@ -83,27 +86,47 @@ class GuardSet:
                 try:  # e.g. a hyperscan failure: the re engine gives the same answer
                     hits = scanner.scan(text, ReScanner.candidates(scanner, text))
                 except Exception as e:
-                    out.extend(_internal(g, e) for g in dict.fromkeys(owner) if id(g) not in skip)
+                    out.extend(_internal(g, e) for g in dict.fromkeys(owner) if skip is None or id(g) not in skip)
                     continue
-            if not hits:
-                continue
-            per_guard: dict[int, list[tuple[PatternSpec, Any]]] = {}
-            for h in hits:
-                per_guard.setdefault(id(owner[h.spec]), []).append((scanner.specs[h.spec], h))
-            for g in self._pattern:
-                group = per_guard.get(id(g))
-                if group and id(g) not in skip:
-                    try:
-                        out.extend(g.findings(field, text, group))
-                    except Exception as e:
-                        out.append(_internal(g, e))
+            if hits:
+                self._findings(field, text, scanner, owner, hits, skip, out)
         for og in self._other:
             try:
                 res = og.check(item)
-                out.extend(f for f in res if isinstance(f, Finding))
             except Exception as e:
                 out.append(_internal(og, e))
+                continue
+            if res:
+                out.extend([f for f in res if isinstance(f, Finding)])
         return out
+
+    def _findings(
+        self, field: str, text: str, scanner: ReScanner, owner: list[PatternGuard], hits: list[Hit],
+        skip: set[int] | None, out: list[Finding],
+    ) -> None:  # fmt: skip
+        """Group one field's hits by guard (in guard order) and let each guard report them."""
+        specs = scanner.specs
+        first = owner[hits[0].spec]
+        for h in hits:
+            if owner[h.spec] is not first:
+                break
+        else:  # all hits belong to one guard (the common case)
+            if skip is None or id(first) not in skip:
+                try:
+                    out.extend(first.findings(field, text, [(specs[h.spec], h) for h in hits]))
+                except Exception as e:
+                    out.append(_internal(first, e))
+            return
+        per_guard: dict[int, list[tuple[PatternSpec, Hit]]] = {}
+        for h in hits:
+            per_guard.setdefault(id(owner[h.spec]), []).append((specs[h.spec], h))
+        for g in self._pattern:
+            group = per_guard.get(id(g))
+            if group and (skip is None or id(g) not in skip):
+                try:
+                    out.extend(g.findings(field, text, group))
+                except Exception as e:
+                    out.append(_internal(g, e))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (_rebuild, (self._config, self._requested))

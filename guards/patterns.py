@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from . import validators as v
 from .engine import PatternSpec
@@ -40,6 +41,48 @@ _FILE_EXT_TLDS = frozenset(
 
 
 _LOCAL_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-"
+
+
+def _letters_except(words: Iterable[str], lo: int, hi: int) -> str:
+    """A regex (no flags needed) matching ``[A-Za-z]{lo,hi}`` except the given lower-case
+    words in any case: hyperscan has no lookarounds, so the exclusion is spelled out along
+    the words' trie.
+
+    >>> rx = re.compile(_letters_except(["png", "js"], 2, 5))
+    >>> [w for w in ("png", "PNG", "pn", "pngx", "js", "jsx", "com", "a", "abcdef") if rx.fullmatch(w)]
+    ['pn', 'pngx', 'jsx', 'com']
+    """
+    trie: dict[str, Any] = {}
+    for w in words:
+        node = trie
+        for c in w:
+            node = node.setdefault(c, {})
+        node[""] = {}
+
+    def both(c: str) -> str:
+        return c + c.upper()
+
+    def rec(node: dict[str, Any], depth: int) -> str | None:
+        """Regex for the rest of a word below ``node`` (``None``: no such word)."""
+        alts = []
+        if depth < hi:
+            kids = sorted(k for k in node if k)
+            rest = "".join(both(c) for c in "abcdefghijklmnopqrstuvwxyz" if c not in kids)
+            tail_lo, tail_hi = max(0, lo - depth - 1), hi - depth - 1
+            if rest:
+                alts.append(f"[{rest}]" + (f"[A-Za-z]{{{tail_lo},{tail_hi}}}" if tail_hi else ""))
+            for c in kids:
+                sub = rec(node[c], depth + 1)
+                if sub is not None:
+                    alts.append(f"[{both(c)}]{sub}")
+        end_ok = depth >= lo and "" not in node
+        if not alts:
+            return "" if end_ok else None
+        return f"(?:{'|'.join(alts)})" + ("?" if end_ok else "")
+
+    out = rec(trie, 0)
+    assert out, "every word excluded"
+    return out
 
 
 def _email_starts(text: str, lo: int, hi: int) -> list[int]:
@@ -154,7 +197,6 @@ def _ipv6(text: str, m: Match) -> Span | None:
 
 
 _KEEP_DIGITS = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isdigit()))
-_GAP = r"[ .\-/()]{0,6}"
 # One alternative per acceptance rule of _phone (structural shapes); the context rule
 # is covered by the ``near`` anchor on the phone words.
 # Each also consumes the character before (what the re lookbehind forbids), which
@@ -162,19 +204,43 @@ _GAP = r"[ .\-/()]{0,6}"
 _PB = r"(?:^|[^\w+/.\-])"
 # Cheap prefixes where a longer form costs hyperscan time on digit-heavy text: "+", "00"
 # and "(" numbers are rare in prose, so their prefix alone is a tight enough superset.
-# The trunk-0 form keeps the separator gap before the second digit and then accepts any
-# run of digits and separators (every accepted number has >= 9 digits).
+# The trunk-0 rule needs a separator: its first run of digits (the 0 and k <= 11 more) ends
+# in one of " .-/(", and >= 9 digits means >= 8 - k more digits/separators follow. So a
+# bare 13-digit barcode "0536128392906" opens no phone region (the context rule has its
+# own anchor).
+_PHONE_TRUNK = "|".join(
+    (rf"\d{{{k}}}" if k else "") + rf"[ .\-/(][\d .\-/()]{{{8 - k}}}" for k in range(8)
+) + r"|\d{8,11}[ .\-/(]"
 _PHONE_HS = (
     rf"{_PB}(?:\+[(]?\d|00[1-9]|\(\d)", rf"{_PB}\(?[2-9]\d{{2}}\)?[ .-]?\d{{3}}[.-]\d{{4}}",
-    rf"{_PB}0{_GAP}\d[\d .\-/()]{{7}}",
+    rf"{_PB}0(?:{_PHONE_TRUNK})",
 )
-# no trailing \b and "reach\\s" without "+me/us" (bounded width, so no start-of-match tracking):
-# a superset of _PHONE_CONTEXT that starts at the same place
+# No trailing \b, and "reach\s" instead of "reach\s+(?:me|us)" (bounded width: no start-of-match
+# tracking): a superset of _PHONE_CONTEXT that starts at the same place.
 _PHONE_NEAR = "\\b(?:" + _PHONE_WORDS.replace("\\b", "").replace(r"reach\s+(?:me|us)", r"reach\s") + ")"
 _PHONE_RE = (
     r"(?<![\w+/.-])(?:\+|00)?(?:\d{1,12}|\(\d{1,5}\))(?:[ .\-/]?\(0\)[ .\-/]?)?"
     r"(?:[ .\-/]{1,2}\d{1,12}|[ .\-/]{0,2}\(\d{1,5}\)|(?<=\))\d{1,12}){0,6}"
     r"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,5})?(?![\w/]|[.-]\d)"
+)
+
+# Vetoes (see PatternSpec.veto): a context word that makes the validator reject every
+# candidate starting where the hyperscan form's match starts. The card form is fixed width
+# (12 characters after the boundary); the IPv4 form's start follows from its end (the
+# boundary before the digits and dots cannot be a digit or dot). Each word must lie inside
+# the validator's window before the candidate (32 characters for cards, 24 for IPv4), so the
+# gap allowed between the word and the candidate is the window minus the word (minus the
+# boundary character for IPv4). A veto may cover fewer cases than the validator (the card
+# gap has no digits), never more. Only words the validator finds without word boundaries:
+# its \b is Unicode-aware, hyperscan's is ASCII.
+_CARD_HS = r"(?:^|[^\w-])[1-6]\d[\d -]{10}"
+_CARD_VETO = tuple(  # no digits in the gap: "barcode 4006381333931" vetoes one form match, not three
+    rf"{w}\D{{0,{32 - len(w)}}}[1-6]\d[\d -]{{10}}" for w in ("barcode", "gtin", "isbn", "tracking")
+)
+_IPV4_HS = r"(?:^|[^\w.])(?:\d{1,3}\.){3}\d{1,3}"
+_IPV4_VETO = tuple(
+    rf"{w}[\s\S]{{0,{23 - len(w)}}}[^\w.](?:\d{{1,3}}\.){{3}}\d{{1,3}}"
+    for w in ("version", "release", "build", "firmware")
 )
 
 _ALNUM_STAR = str.maketrans(dict.fromkeys("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "*"))
@@ -186,9 +252,10 @@ _PII: dict[str, tuple[PatternSpec, ...]] = {
             "pii", "pii.email",
             r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
             r"[A-Za-z]{2,24}(?![\w-])",
-            hs=r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9]", literals=("@",), validate=_email, redact=redact_email,
-            locate=_email_starts,
-            priority=50,
+            # from the @ (the local part is <= 64 characters before it: lead) through a TLD that
+            # is not a file extension and its boundary, so "icon@2x.png" opens no region at all
+            hs=rf"@[A-Za-z0-9.-]*\.(?:{_letters_except(_FILE_EXT_TLDS, 2, 24)})(?:[^\w-]|$)", lead=64,
+            literals=("@",), validate=_email, redact=redact_email, locate=_email_starts, priority=50,
         ),
     ),
     "iban": (
@@ -204,7 +271,7 @@ _PII: dict[str, tuple[PatternSpec, ...]] = {
             "pii", "pii.card", r"(?<![\w-])(?:\d[ -]?){11,18}\d(?![\w-]|[.,]\d)",
             # accepted cards start with 1-6 and two digits (groups >= 3, see card_ok), then >= 10
             # more digits/separators: the 12-character prefix is enough (and cheaper to scan for)
-            hs=r"(?:^|[^\w-])[1-6]\d[\d -]{10}",
+            hs=_CARD_HS, veto=_CARD_VETO,
             validate=_card, redact=lambda s: mask_digits(s, 4), priority=30,
             start=r"(?<![\w-])\d",
         ),
@@ -224,7 +291,7 @@ _PII: dict[str, tuple[PatternSpec, ...]] = {
         ),
         PatternSpec(
             "pii", "pii.ipv4", r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)",
-            hs=r"(?:^|[^\w.])(?:\d{1,3}\.){3}\d{1,3}",
+            hs=_IPV4_HS, veto=_IPV4_VETO,
             literals=(".",), validate=_ipv4, redact=redact_ip, priority=12,
         ),
     ),
@@ -554,10 +621,25 @@ _INJECTION: tuple[tuple[str, str, str, bool, tuple[str, ...]], ...] = (
 INJECTION_FIELDS: tuple[str, ...] = ("input", "output")
 
 
+# Bounded hyperscan forms (supersets starting where the regex starts) for the two indicators
+# with an unbounded ``(...)*`` part. prompt_leak's form is 39 characters wide, so it tracks the
+# start of match (cheap on the short input) and the walk starts right at "print your ...".
+_INJECTION_HS: dict[str, str] = {
+    "injection.ignore_instructions":
+        r"\b(?:ignor|disregard|forget|override|bypass|skip|vergiss|vergessen|oubli|olvida)",
+    "injection.prompt_leak":
+        r"\b(?:reveal|show|print|display|output|repeat|leak|dump|tell\s{1,8}me|give\s{1,8}me"
+        r"|what\s{1,8}(?:is|are|was|were))\s{1,8}(?:me\s{1,8})?(?:your|the)\s|\brepeat\s",
+}  # fmt: skip
+
+
 def injection_specs(field: str) -> list[PatternSpec]:
     """Indicators in the input, or their echo in the output."""
     return [
-        PatternSpec("injection", code, regex, caseless=cl, literals=lits, label=code.split(".", 1)[1])
+        PatternSpec(
+            "injection", code, regex, hs=_INJECTION_HS.get(code, ""), caseless=cl, literals=lits,
+            label=code.split(".", 1)[1], som=code == "injection.prompt_leak",
+        )
         for f, code, regex, cl, lits in _INJECTION
         if f == field
     ]

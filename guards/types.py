@@ -72,6 +72,31 @@ class Finding:
     excerpt: str
 
 
+_new = object.__new__
+_SET_FIELDS = tuple(getattr(Finding, f).__set__ for f in ("guard", "code", "severity", "field", "spans", "excerpt"))
+
+
+def new_finding(
+    guard: str, code: str, severity: Severity, field: str, spans: tuple[tuple[int, int], ...], excerpt: str
+) -> Finding:
+    """``Finding(...)`` for the hot path: the same object, built without the frozen
+    dataclass ``__init__`` (which costs ~0.4 µs more through ``object.__setattr__``).
+
+    >>> new_finding("pii", "pii.ssn", Severity.WARN, "output", ((0, 11),), "***-**-6789") == Finding(
+    ...     "pii", "pii.ssn", Severity.WARN, "output", ((0, 11),), "***-**-6789")
+    True
+    """
+    f = _new(Finding)
+    sg, sc, ss, sf, sp, se = _SET_FIELDS
+    sg(f, guard)
+    sc(f, code)
+    ss(f, severity)
+    sf(f, field)
+    sp(f, spans)
+    se(f, excerpt)
+    return f
+
+
 @runtime_checkable
 class Guard(Protocol):
     """A small object with one verb. Third-party guards implement exactly this."""

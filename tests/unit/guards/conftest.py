@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from guardtest_helpers import ENGINES, default_set
+
 from rollguard.guards import GuardSet
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from rollguard.guards import HAVE_HYPERSCAN, Finding, GuardItem, GuardSet, build_guard_set
 
 ENGINES = [

@@ -10,10 +10,11 @@ from importlib.metadata import EntryPoint
 from typing import Any
 
 import pytest
-import rollguard.guards as guards_pkg
 from guardtest_helpers import default_set
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import rollguard.guards as guards_pkg
 from rollguard.guards import HAVE_HYPERSCAN, Finding, GuardItem, GuardSet, Severity, build_guard_set
 
 pytestmark = pytest.mark.skipif(not HAVE_HYPERSCAN, reason="engine comparison needs hyperscan")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from rollguard.guards import GuardItem, build_guard_set
 
 SCHEMA = {

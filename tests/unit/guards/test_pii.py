@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from guardtest_helpers import found, spans_text
+
 from rollguard.guards import GuardSet
 
 POSITIVE = [

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from guardtest_helpers import found
+
 from rollguard.guards import GuardItem, GuardSet, Severity, build_guard_set
 
 REFUSALS = [

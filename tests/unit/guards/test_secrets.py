@@ -5,6 +5,7 @@ import json
 
 import pytest
 from guardtest_helpers import found, spans_text
+
 from rollguard.guards import GuardSet, Severity
 
 

@@ -31,7 +31,9 @@ def segment_key(segment: Mapping[str, str], attrs: Iterable[str]) -> SegmentKey:
 def parse_segment_key(key: SegmentKey) -> dict[str, str]:
     if not key:
         return {}
-    return dict(part.split("=", 1) for part in key.split("|"))
+    # parts without "=" (the "_overflow" bucket past a feature's segment cap) belong to no attribute value:
+    # that traffic counts in the overall view only
+    return dict(part.split("=", 1) for part in key.split("|") if "=" in part)  # type: ignore[misc]
 
 
 def scope_dict(scope: Scope) -> dict[str, str]:
@@ -88,8 +90,9 @@ def scopes_of(segment: Mapping[str, str], attrs: list[str]) -> list[Scope]:
     for a in attrs:
         if a in segment:
             out.append(((a, segment[a]),))
-    if len(attrs) > 1:
-        out.append(tuple(sorted(segment.items())))
+    full = tuple(sorted(segment.items()))
+    if len(attrs) > 1 and len(full) > 1:
+        out.append(full)
     return out
 
 
@@ -214,6 +217,9 @@ def judge(criteria: list[Criterion], views: Mapping[Scope, tuple[VariantStats, V
             vc, vb = views.get(scope, (VariantStats(), VariantStats()))
             if held_all:  # held scopes no longer follow the stage's split: leave them out of the SRM check
                 vc, vb = merged(cand, scope, held_all), merged(base, scope, held_all)
+            n_c = vc.pairs if c.metric in SHADOW_METRICS else vc.requests
+            if n_c < c.min_samples and c.metric not in COUNT_METRICS:
+                continue  # too small to decide anything yet: skip the test entirely (most views, early on)
             if retest is not None and c.metric not in COUNT_METRICS:  # hard limits are not tests: always checked
                 key = (c.metric, scope)
                 last = retest.get(key)

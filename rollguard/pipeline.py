@@ -483,6 +483,10 @@ class FeatureRuntime:
                     self.add(seg, arm, s, attrs)
 
     def to_bytes(self) -> bytes:
+        """Compressed JSON (zlib level 1 shrinks per-segment stats ~5x; checkpoints are written often)."""
+        return b"Z" + zlib.compress(self._json(), 1)
+
+    def _json(self) -> bytes:
         return orjson.dumps({
             "rollout": self.rollout.to_json(),
             "stage_stats": {a: {k: s.to_dict() for k, s in segs.items()} for a, segs in self.stage_stats.items()},
@@ -496,7 +500,7 @@ class FeatureRuntime:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> FeatureRuntime:
-        d = orjson.loads(raw)
+        d = orjson.loads(zlib.decompress(raw[1:]) if raw[:1] == b"Z" else raw)
         return cls(
             rollout=RolloutState.from_json(d["rollout"]),
             stage_stats={a: {k: VariantStats.from_dict(s) for k, s in segs.items()}

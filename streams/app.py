@@ -29,6 +29,10 @@ log = logging.getLogger("rollguard.worker")
 
 #: Records per ingest batch at most; a batch is also cut every ``flush_interval_s``.
 MAX_BATCH = 5000
+#: Partials per analysis batch at most (one checkpoint per touched feature per batch).
+ANALYZE_BATCH = 500
+#: Largest checkpoint the state table accepts (10,000 segments compress to about 1-2 MB).
+MAX_STATE_BYTES = 16 * 1024 * 1024
 
 
 def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, window_s: int = 60) -> faust.App:
@@ -44,6 +48,7 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
         broker_commit_interval=0.5,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_request_size=MAX_STATE_BYTES,
         table_cleanup_interval=30.0,
         web_enabled=False,
         stream_wait_empty=False,
@@ -58,8 +63,11 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
         "partials": partials, "control": app.topic(t.control, **raw),  # type: ignore[arg-type]
         "decisions": app.topic(t.decisions, **raw), "metrics": app.topic(t.metrics, **raw),  # type: ignore[arg-type]
     }
-    state_table = app.Table("rollout-state", partitions=settings.partitions, default=None,
-                            key_type=bytes, value_type=bytes)
+    # use_partitioner: a checkpoint goes to the partition of its feature key (as the partials do), whichever
+    # event of a batch is current; large states (many segments) need more than Kafka's default 1 MB
+    state_table = app.Table("rollout-state", partitions=settings.partitions, default=None, key_type=bytes,
+                            value_type=bytes, use_partitioner=True,
+                            extra_topic_configs={"max.message.bytes": str(MAX_STATE_BYTES)})
     # Faust derives a table's changelog codec from its key/value *types* (bytes -> "json"); our values are
     # orjson documents already, so the changelog carries them raw, both when writing and when recovering.
     state_table.key_serializer = "raw"  # type: ignore[attr-defined]  # on Table, not on the TableT protocol
@@ -94,19 +102,26 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
 
     @app.agent(partials)
     async def analyze(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            key: bytes = event.key or b""
-            feature = key.decode()
-            stored = state_table.get(key)
-            if stored is not None and checkpoints.get(key) != stored:
-                analyzer.restore(feature, stored)  # first sight, restart, or partition moved back to us
-            out = analyzer.apply(event.value)
+        # a batch of partials is merged, its decisions published, then each touched feature checkpointed once:
+        # the batch is acked only after that (take_events acks after the loop body), so nothing is lost
+        batches = stream.take_events(ANALYZE_BATCH, within=0.5)  # type: ignore[attr-defined]
+        async for batch in batches:
+            out: list[Emit] = []
+            touched: set[bytes] = set()
+            for event in batch:
+                key: bytes = event.key or b""
+                stored = state_table.get(key)
+                if key not in touched and stored is not None and checkpoints.get(key) != stored:
+                    analyzer.restore(key.decode(), stored)  # first sight, restart, or partition moved back
+                out.extend(analyzer.apply(event.value))
+                touched.add(key)
             await publish(out)
-            rt = analyzer.features.get(feature)
-            if rt is not None:
-                blob = rt.to_bytes()
-                state_table[key] = blob
-                checkpoints[key] = blob
+            for key in touched:
+                rt = analyzer.features.get(key.decode())
+                if rt is not None:
+                    blob = rt.to_bytes()
+                    state_table[key] = blob
+                    checkpoints[key] = blob
 
     follower = SpecFollower(settings, specs)
 

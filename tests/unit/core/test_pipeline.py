@@ -122,3 +122,17 @@ def test_outcomes_are_judged_only_after_the_outcome_delay() -> None:
     t_slow = datetime.fromisoformat(slow[0]["event_time"]).timestamp() - t0
     # the first 60 s window's outcomes count only once the clock passes its end plus the delay
     assert t_quick < 120 <= t_slow
+
+
+def test_segments_past_the_cap_fold_into_overflow_and_still_count_overall() -> None:
+    specs = SpecBook({SPEC.feature: SPEC})
+    fold, an = IngestFold(specs, max_segments_per_feature=5), Analyzer(specs)
+    for i, ev in enumerate(Traffic(seed=10).events(400)):
+        fold.process(orjson.dumps(ev), topic="t", partition=0, offset=i)
+    assert fold.counters.segment_overflow > 0
+    for p in fold.flush():
+        an.apply(p.value)
+    rt = an.features[SPEC.feature]
+    total = sum(s.requests for segs in rt.stage_stats.values() for s in segs.values())
+    overall = sum(v[()].requests for v in rt.views.values())
+    assert total == overall == 400

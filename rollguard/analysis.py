@@ -33,7 +33,7 @@ def parse_segment_key(key: SegmentKey) -> dict[str, str]:
         return {}
     # parts without "=" (the "_overflow" bucket past a feature's segment cap) belong to no attribute value:
     # that traffic counts in the overall view only
-    return dict(part.split("=", 1) for part in key.split("|") if "=" in part)  # type: ignore[misc]
+    return dict(part.split("=", 1) for part in key.split("|") if "=" in part)
 
 
 def scope_dict(scope: Scope) -> dict[str, str]:

@@ -320,19 +320,47 @@ def status(
 @app.command()
 def simulate(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write JSONL here instead of to Kafka")] = None,
-    events: Annotated[int, typer.Option(help="response events (each followed by its outcome)")] = 20_000,
+    events: Annotated[int | None, typer.Option(
+        help="response events (each followed by its outcome); default 20,000 or the scenario's size")] = None,
     seed: int = 7,
     canary_weight: float = 0.25,
     regress: Annotated[list[str] | None, typer.Option(
         help="METRIC=VALUE[@k=v,...][+START], e.g. escalation_rate=0.15@tier=premium (repeatable)")] = None,
+    scenario: Annotated[str | None, typer.Option(
+        help="a named preset from rollguard.simulate.SCENARIOS (aa, escalation-premium, ...); "
+             "--list-scenarios shows them")] = None,
+    list_scenarios: Annotated[bool, typer.Option("--list-scenarios", help="print the presets and exit")] = False,
     bootstrap: Bootstrap = None,
     prefix: Prefix = None,
 ) -> None:
     """Seeded traffic with known injected regressions, to a JSONL file or to Kafka."""
-    from rollguard.simulate import Traffic, parse_regression
+    from rollguard.simulate import SCENARIOS, Traffic, parse_regression
 
-    traffic = Traffic(seed=seed, canary_weight=canary_weight,
-                      regressions=[parse_regression(r) for r in regress or []])
+    if list_scenarios:
+        for sc in SCENARIOS.values():
+            t = sc.truth
+            truth = "none" if not t.regression else f"{t.action} {t.scope or 'all'} {t.metric} from event {t.start}"
+            console.print(f"{sc.name:22} {sc.n:>7,} responses  truth: {truth}\n{'':22} {sc.description}")
+        return
+    if scenario is not None:
+        if scenario not in SCENARIOS:
+            err.print(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}")
+            raise typer.Exit(2)
+        if regress:
+            err.print("--scenario and --regress are exclusive")
+            raise typer.Exit(2)
+        sc = SCENARIOS[scenario]
+        traffic = sc.traffic(seed)
+        events = events or sc.n
+        t = sc.truth
+        err.print(f"scenario {sc.name}: {sc.description}")
+        err.print(f"ground truth: {t.action} {t.scope or 'all'} {t.metric} from event {t.start}"
+                  + ("" if sc.spec is None and not sc.extra_criteria else
+                     " (judge with the scenario's spec: rollguard.simulate.SCENARIOS[...].spec/extra_criteria)"))
+    else:
+        traffic = Traffic(seed=seed, canary_weight=canary_weight,
+                          regressions=[parse_regression(r) for r in regress or []])
+        events = events or 20_000
     for r in traffic.regressions:
         err.print(f"ground truth: {r.arm} {r.metric} -> {r.value} in {r.segment or 'all'} from event {r.start}")
     if out is not None:

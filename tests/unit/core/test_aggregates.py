@@ -6,6 +6,7 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rollguard.detectors.aggregates import QuantileSketch, VariantStats
 
 response = st.fixed_dictionaries({

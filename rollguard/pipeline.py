@@ -16,13 +16,13 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from pydantic import ValidationError
 
 from rollguard import policy
-from rollguard.analysis import Scope, SegmentKey, judge, parse_segment_key, scope_text, scopes_of, segment_key
+from rollguard.analysis import Finding, Scope, SegmentKey, judge, parse_segment_key, scope_text, scopes_of, segment_key
 from rollguard.contracts import (
     PARTIAL_SCHEMA,
     REQUEST_SCHEMA,
@@ -39,6 +39,7 @@ from rollguard.contracts import (
 from rollguard.detectors.aggregates import VariantStats
 from rollguard.detectors.drift import script_of
 from rollguard.detectors.shadow import agreement
+from rollguard.drift_monitor import DriftConfig, DriftMonitor, to_alert
 from rollguard.guards import Finding as GuardFinding
 from rollguard.guards import GuardItem, GuardSet, build_guard_set
 from rollguard.policy import Decision, RolloutState
@@ -518,12 +519,14 @@ class Analyzer:
     """Merges partials per feature, judges the rollout, and emits what the policy decides."""
 
     def __init__(self, specs: SpecBook, *, signer: Signer | None = None, window_s: int = 60,
-                 lateness_s: int = 120) -> None:
+                 lateness_s: int = 120, drift: DriftMonitor | None = None) -> None:
         self.specs = specs
         self.signer = signer
         self.window_s = window_s
         self.lateness_s = lateness_s
         self.features: dict[str, FeatureRuntime] = {}
+        #: online drift detectors, fed every merged entry; judged once per partial for specs with ``drift``
+        self.drift = drift if drift is not None else DriftMonitor(specs.get, DriftConfig())
         #: hook for per-entry consumers (drift monitoring): (feature, segment, arm, stats, sample rows)
         self.on_entry: Callable[[str, SegmentKey, str, VariantStats, list[list[Any]]], None] | None = None
 
@@ -557,8 +560,11 @@ class Analyzer:
         delay = spec.outcome_delay.total_seconds() if spec is not None else 0.0
         if p.get("max_ts") is not None:
             rt.clock = max(rt.clock, float(p["max_ts"]))
+        watch = spec is not None and spec.drift is not None
         for seg, arm, window, data, *rest in entries:
             s = VariantStats.from_dict(data)
+            if watch:
+                self.drift.observe(feature, seg, arm, s, rest[0] if rest else [])
             if self.on_entry is not None:
                 self.on_entry(feature, seg, arm, s, rest[0] if rest else [])
             # too late for its window's snapshot, it still counts towards the stage totals
@@ -573,7 +579,25 @@ class Analyzer:
         rt.partials += 1
         out = self._close_windows(feature, rt)
         if spec is not None:
+            if watch:
+                out.extend(self._drift(spec, rt, now=now))
             out.extend(self.evaluate(spec, rt, now=now))
+        return out
+
+    def _drift(self, spec: RolloutSpec, rt: FeatureRuntime, *, now: datetime | None) -> list[Emit]:
+        """Drift alerts for SREs; a candidate-only regression under ``drift.action`` pause/rollback acts."""
+        assert spec.drift is not None
+        d = spec.drift
+        act = d.action if d.action in ("pause", "rollback") else None
+        events = self.drift.evaluate(spec, rt.clock, action=act, tolerance_s=d.tolerance.total_seconds())
+        out = [Emit("alerts", spec.feature.encode(), to_alert(spec.feature, e).to_bytes()) for e in events]
+        acting = [e.finding() for e in events if e.phase == "alert" and e.action is not None]
+        if acting:
+            if rt.rollout.spec_version != spec.version:
+                policy.start(rt.rollout, spec, rt.clock)
+            out.extend(self._publish(policy.decide(rt.rollout, spec, cast(list[Finding], acting), now=now,
+                                                   event_time=datetime.fromtimestamp(rt.clock, UTC),
+                                                   issued_by="drift")))
         return out
 
     def _request(self, body: dict[str, Any], *, now: datetime | None) -> list[Emit]:
@@ -651,7 +675,8 @@ class Analyzer:
                     k: ev[k] for k in ("outcome", "canary", "baseline", "n", "n_baseline", "p", "interval")}
             decisions = policy.decide(st, spec, j.actions, now=now, event_time=event_time)
         last = spec.stages[-1].name == stage.name
-        if not decisions and not last:
+        # input-only drift: the population shifted; do not promote on it (harm criteria above still act)
+        if not decisions and not last and not self.drift.holding(spec.feature, ()):
             n = overall.pairs if stage.mode == "shadow" else overall.requests
             st.gates = policy.check_gates(st, spec, stage, candidate_n=n, clock=rt.clock)
             if not st.gates["pending"]:

@@ -140,6 +140,21 @@ class Criterion(_Model):
         return self
 
 
+class DriftSpec(_Model):
+    """Online drift detection (``rollguard.drift_monitor``): what a candidate-only drift does, and its timing."""
+
+    action: Literal["alert", "pause", "rollback"] = "alert"
+    tolerance: timedelta = Field(default=timedelta(minutes=5),
+                                 description="onsets this close count as baseline and candidate drifting together")
+    quiet: timedelta = Field(default=timedelta(minutes=2), description="no detection this long ends an episode")
+    cooldown: timedelta = Field(default=timedelta(minutes=15), description="no repeat alert this soon after")
+
+    @field_validator("tolerance", "quiet", "cooldown", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v)
+
+
 class RolloutSpec(_Model):
     """A feature's rollout: arms, segments, stages and the criteria that stop it."""
 
@@ -157,6 +172,7 @@ class RolloutSpec(_Model):
     on_critical_guard: ActionName | None = Field(
         default=None, description="act on a critical guard finding in the candidate at once")
     guards: dict[str, Any] | None = None
+    drift: DriftSpec | None = Field(default=None, description="watch for drift; None: detectors off")
 
     @field_validator("outcome_delay", mode="before")
     @classmethod

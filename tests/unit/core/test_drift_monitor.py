@@ -214,7 +214,7 @@ def test_state_round_trip_mid_stream_continues_exactly(canary_drift: tuple[Drift
         return out
 
     evals = [i for i, c in enumerate(trace.calls) if c[0] == "evaluate"]
-    cut = evals[len(evals) // 2] + 1  # after a partial, before the drift is detected (about 1,500 s)
+    cut = evals[len(evals) * 2 // 5] + 1  # about 1,200 s: the ramp has begun, not yet detected (~1,400 s)
     whole = play(trace.calls, DriftMonitor(specs.get, CONFIG))
     first = DriftMonitor(specs.get, CONFIG)
     before = play(trace.calls[:cut], first)
@@ -225,7 +225,6 @@ def test_state_round_trip_mid_stream_continues_exactly(canary_drift: tuple[Drift
     after = play(trace.calls[cut:], restored)
     assert [e.evidence() for e in before + after] == [e.evidence() for e in whole]
     assert any(e.kind == "candidate_regression" and e.action for e in after)
-    assert restored.to_bytes() == DriftMonitor.from_bytes(restored.to_bytes(), specs.get, CONFIG).to_bytes()
 
 
 def test_footprint_and_bank_cap() -> None:

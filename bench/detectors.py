@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from river import drift as rdrift
+
 from rollguard.detectors.drift import (
     BinaryRateDrift,
     CategoricalMixShift,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rollguard.detectors.multiple import all_not_worse, bonferroni, bonferroni_alpha, family_worse, holm
 from rollguard.detectors.sequential import rate_increase
 from rollguard.detectors.shadow import (

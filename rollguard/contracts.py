@@ -195,7 +195,8 @@ class DLQRecord(_Wire):
     offset: int
     key: bytes | None = None
     value: bytes
-    size: int
+    size: int  # of the original record; ``value`` holds only its first DLQ_MAX_VALUE_BYTES when ``truncated``
+    truncated: bool = False
 
     def to_bytes(self) -> bytes:
         body = self.model_dump(mode="json", by_alias=True)  # bytes -> base64 via ser_json_bytes

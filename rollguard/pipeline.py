@@ -55,6 +55,10 @@ SAMPLE_PER_KEY = 4
 SAMPLE_FIELDS = ("t", "latency_ms", "cost_usd", "input_tokens", "output_tokens", "output_chars", "prompt_chars",
                  "script", "error", "refused", "fallback", "guard_failed")
 OVERFLOW_SEGMENT = "_overflow"
+#: Raw bytes of a bad record kept in its DLQ record. The DLQ record carries them base64-encoded (x4/3) and
+#: the broker's default message.max.bytes is ~1 MB: keeping more would make the DLQ publish itself fail.
+DLQ_MAX_VALUE_BYTES = 256 * 1024
+DLQ_MAX_KEY_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +195,10 @@ class IngestFold:
              key: bytes | None) -> Emit:
         self.counters.dlq += 1
         value = raw or b""
-        rec = DLQRecord(reason=reason, topic=topic, partition=partition, offset=offset, key=key, value=value,
-                        size=len(value))
+        kept = value[:DLQ_MAX_VALUE_BYTES]
+        key = key[:DLQ_MAX_KEY_BYTES] if key else key
+        rec = DLQRecord(reason=reason, topic=topic, partition=partition, offset=offset, key=key, value=kept,
+                        size=len(value), truncated=len(kept) < len(value))
         return Emit("dlq", key, rec.to_bytes())
 
     def _note_source(self, feature: str, topic: str, partition: int, offset: int, ts: float) -> None:

@@ -118,6 +118,7 @@ class IngestCounters:
     join_evicted: int = 0
     shadow_pairs: int = 0
     unpaired_shadows: int = 0
+    replayed_skipped: int = 0
 
 
 @dataclass(slots=True)
@@ -172,6 +173,7 @@ class IngestFold:
         self._live_sides: OrderedDict[tuple[str, str], _PairSide] = OrderedDict()  # (feature, request) -> live
         self._shadow_sides: OrderedDict[tuple[str, str], _PairSide] = OrderedDict()  # waiting for the live one
         self._shadowed: set[str] = set()  # features that have (or plan) shadow traffic
+        self._published: dict[str, dict[str, int]] = {}  # feature -> "topic:partition" -> last published
         self._clock = 0.0  # event-time clock: the largest ts seen
 
     # ------------------------------------------------------------------ per record
@@ -235,6 +237,11 @@ class IngestFold:
         seg = self._segment(ev.feature, ev.segment, spec)
         arm = arm_of(ev.variant, ev.mode)
         window = int(ts // self.window_s) * self.window_s
+        if self._already_published(ev.feature, topic, partition, offset):
+            # re-read after a restart: counted already; keep only what later outcomes need to join
+            if ev.mode == "live":
+                self._remember_response(ev.request_id, _JoinEntry(ev.feature, seg, arm, window, ts))
+            return []
         self._note_source(ev.feature, topic, partition, offset, ts)
 
         item = self._guard_item(ev)
@@ -337,6 +344,27 @@ class IngestFold:
             s = fold[k] = VariantStats()
         return s
 
+    def already_published(self, published: Mapping[str, Mapping[str, int]]) -> None:
+        """Offsets whose records are already in published partials, per feature and input partition
+        (``{feature: {"topic:partition": last offset}}``, read back from the partials topic at start-up).
+
+        A partial is one message per feature, so it is all-or-nothing; batches are published in order, so
+        every record of that feature up to its last published offset is in. Records re-read after a crash up
+        to there are skipped instead of counted twice, which makes the overcount after a SIGKILL zero."""
+        for feature, tps in published.items():
+            mine = self._published.setdefault(feature, {})
+            for tp, off in tps.items():
+                mine[tp] = max(mine.get(tp, -1), off)
+
+    def _already_published(self, feature: str, topic: str, partition: int, offset: int) -> bool:
+        if not self._published:
+            return False
+        mark = self._published.get(feature, {}).get(f"{topic}:{partition}")
+        if mark is None or offset > mark:
+            return False
+        self.counters.replayed_skipped += 1
+        return True
+
     # ------------------------------------------------------------------ outcome join
     def _remember_response(self, request_id: str, entry: _JoinEntry) -> None:
         self._responses[request_id] = entry
@@ -358,6 +386,8 @@ class IngestFold:
         self._seen_outcomes[oc.event_id] = ts
         if len(self._seen_outcomes) > self.max_join_entries:
             self._seen_outcomes.popitem(last=False)
+        if self._already_published(oc.feature, topic, partition, offset):
+            return []
         entry = self._responses.get(oc.request_id)
         if entry is not None:
             self._note_source(entry.feature, topic, partition, offset, ts)

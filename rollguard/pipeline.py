@@ -26,6 +26,7 @@ from rollguard.analysis import Finding, Scope, SegmentKey, judge, parse_segment_
 from rollguard.contracts import (
     PARTIAL_SCHEMA,
     REQUEST_SCHEMA,
+    RESPONSE_SCHEMA,
     Alert,
     ContractError,
     ControlRequest,
@@ -119,6 +120,7 @@ class IngestCounters:
     shadow_pairs: int = 0
     unpaired_shadows: int = 0
     replayed_skipped: int = 0
+    recalled: int = 0
 
 
 @dataclass(slots=True)
@@ -343,6 +345,23 @@ class IngestFold:
         if s is None:
             s = fold[k] = VariantStats()
         return s
+
+    def recall(self, raw: bytes | None) -> bool:
+        """Re-learn a response for the outcome join only (no counting): at start-up the runtime replays the
+        recent part of the pairs topic below the committed offset, so outcomes that arrive after a restart
+        or a hand-over still find the response they belong to. Returns whether it was a live response."""
+        try:
+            ev = decode(raw, max_bytes=self.max_event_bytes, expect=(RESPONSE_SCHEMA,))
+        except ContractError:
+            return False
+        if ev.mode != "live":
+            return False
+        ts = ev.ts.timestamp()
+        seg = self._segment(ev.feature, ev.segment, self.specs.get(ev.feature))
+        window = int(ts // self.window_s) * self.window_s
+        self._remember_response(ev.request_id, _JoinEntry(ev.feature, seg, arm_of(ev.variant, ev.mode), window, ts))
+        self.counters.recalled += 1
+        return True
 
     def already_published(self, published: Mapping[str, Mapping[str, int]]) -> None:
         """Offsets whose records are already in published partials, per feature and input partition

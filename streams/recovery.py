@@ -15,6 +15,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from rollguard.config import Settings
+from rollguard.pipeline import IngestFold
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +66,61 @@ def published_offsets(settings: Settings, *, tail: int = TAIL, timeout: float = 
         c.close()
     log.info("ingest recovery: published offsets for %d feature(s)", len(out))
     return out
+
+
+#: How far back the pairs topic is replayed into the outcome join at start-up (outcomes older than their
+#: response by more than this, arriving right after a restart, are orphaned and counted as such).
+RECALL_S = 900.0
+RECALL_LIMIT = 500_000
+
+
+def recall_responses(settings: Settings, fold: IngestFold, *, since_s: float = RECALL_S,
+                     limit: int = RECALL_LIMIT, timeout: float = 15.0) -> int:
+    """Replay the recent pairs below the ingest group's committed offsets into ``fold``'s join (not counted).
+
+    Records at or after the committed offset are read again by the worker itself, so the replay stops there.
+    Every partition is replayed (assignment is not known yet); entries for partitions another worker owns
+    are harmless and expire with the join TTL.
+    """
+    topic = settings.topics.pairs
+    c = Consumer(settings.librdkafka(**{"group.id": settings.app_id, "enable.auto.commit": False,
+                                         "enable.partition.eof": True}))
+    recalled = 0
+    try:
+        md = c.list_topics(topic, timeout=timeout)
+        if topic not in md.topics or md.topics[topic].error:
+            return 0
+        parts = list(md.topics[topic].partitions)
+        committed = {tp.partition: tp.offset for tp in c.committed([TopicPartition(topic, p) for p in parts],
+                                                                   timeout=timeout)}
+        since_ms = int((time.time() - since_s) * 1000)
+        starts = c.offsets_for_times([TopicPartition(topic, p, since_ms) for p in parts], timeout=timeout)
+        plan = []
+        for tp in starts:
+            end = committed.get(tp.partition, -1)
+            if end is None or end < 0 or tp.offset < 0 or tp.offset >= end:
+                continue
+            plan.append((TopicPartition(topic, tp.partition, tp.offset), end))
+        if not plan:
+            return 0
+        c.assign([tp for tp, _ in plan])
+        ends = {tp.partition: end for tp, end in plan}
+        open_parts = set(ends)
+        deadline = time.monotonic() + 4 * timeout
+        while open_parts and recalled < limit and time.monotonic() < deadline:
+            for m in c.consume(1000, timeout=0.5):
+                part = m.partition() or 0
+                if m.error() is not None:
+                    if m.error().code() == KafkaError._PARTITION_EOF:  # type: ignore[union-attr]
+                        open_parts.discard(part)
+                    continue
+                if part not in open_parts:
+                    continue
+                if (m.offset() or 0) >= ends[part]:
+                    open_parts.discard(part)
+                    continue
+                recalled += fold.recall(m.value())
+    finally:
+        c.close()
+    log.info("ingest recovery: %d recent responses recalled into the outcome join", recalled)
+    return recalled

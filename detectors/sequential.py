@@ -24,7 +24,7 @@ non-inferiority established); ``lower``/``upper`` are each one-sided ``1 - alpha
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -34,17 +34,43 @@ from scipy import optimize, special
 
 Outcome = Literal["worse", "not_worse", "inconclusive", "insufficient"]
 
-#: Default mixture scale for absolute rate differences: 1 percentage point. See docs/statistics.md.
+#: Mixture scale for absolute rate differences tuned for 1 percentage point (the single-scale default
+#: before multi-scale mixtures; kept for compatibility and as the first of :data:`RATE_TAUS`).
 RATE_TAU = 0.01
-#: Default mixture scale for log mean ratios: 0.1 (about a 10 % relative change).
+#: Default mixture scales for rate differences: a uniform average over 1, 3 and 10 percentage points, so
+#: large effects on small samples are caught quickly at a cost of at most a factor 3 in evidence near 1 pp.
+#: See docs/statistics.md ("Choice of the mixture scale").
+RATE_TAUS: tuple[float, ...] = (0.01, 0.03, 0.1)
+#: Single mixture scale for log mean ratios: 0.1 (about a 10 % relative change); the first default, kept
+#: for compatibility.
 LOG_RATIO_TAU = 0.1
-#: Default mixture scale for paired mean differences, in units of the per-pair standard deviation.
+#: Default mixture scales for log mean ratios (about 5 %, 10 % and 35 % relative changes).
+LOG_RATIO_TAUS: tuple[float, ...] = (0.05, 0.1, 0.3)
+#: Single mixture scale for paired mean differences, in units of the per-pair standard deviation; the
+#: first default, kept for compatibility.
 PAIRED_TAU_SD = 0.1
+#: Default mixture scales for paired mean differences: 0.1, 0.3 and 1 per-pair standard deviations.
+PAIRED_TAUS_SD: tuple[float, ...] = (0.1, 0.3, 1.0)
 #: Default concentration of the beta mixture used for quantile ranks.
 QUANTILE_CONCENTRATION = 100.0
 
 _SQRT2 = math.sqrt(2.0)
 _LOG2 = math.log(2.0)
+
+#: A mixture scale: one ``tau`` or a sequence of scales averaged with equal weights.
+Tau = float | Sequence[float]
+
+
+def mixture_taus(tau: Tau) -> tuple[float, ...]:
+    """The scales of ``tau`` as a non-empty tuple of positive floats (a float gives a 1-tuple).
+
+    >>> mixture_taus(0.01), mixture_taus((0.01, 0.03))
+    ((0.01,), (0.01, 0.03))
+    """
+    taus = (float(tau),) if isinstance(tau, int | float) else tuple(float(t) for t in tau)
+    if not taus or not all(t > 0.0 and math.isfinite(t) for t in taus):
+        raise ValueError(f"tau must be a positive float or a non-empty sequence of them, got {tau!r}")
+    return taus
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +112,25 @@ def _log_phi(x: float) -> float:
     return math.log(0.5 * math.erfc(-x / _SQRT2))
 
 
-def mixture_log_e(z: float, var: float, tau: float) -> float:
+def _single_log_e(z: float, var: float, tau: float) -> float:
+    # z^2 tau^2 / (2 V (V + tau^2)) = arg^2 / 2; for arg < 0 the Gaussian factor and log Phi(arg) ~ -arg^2/2
+    # cancel, so use log Phi(x) = log(erfcx(-x/sqrt2)/2) - x^2/2 (no cancellation even for V -> 0).
+    s = var + tau * tau
+    arg = z * tau / math.sqrt(var * s)
+    head = _LOG2 + 0.5 * math.log(var / s)
+    if arg >= 0:
+        return head + 0.5 * arg * arg + _log_phi(arg)
+    return head + math.log(0.5 * float(special.erfcx(-arg / _SQRT2)))
+
+
+def _log_mean_exp(xs: Sequence[float]) -> float:
+    m = max(xs)
+    if not math.isfinite(m):
+        return m
+    return m + math.log(math.fsum(math.exp(x - m) for x in xs) / len(xs))
+
+
+def mixture_log_e(z: float, var: float, tau: Tau) -> float:
     """Log of the one-sided normal-mixture likelihood ratio for an estimate ``z`` above the null value.
 
     The estimate is treated as N(delta, var); the null is delta <= 0 and the alternatives delta = eta with
@@ -95,53 +139,119 @@ def mixture_log_e(z: float, var: float, tau: float) -> float:
     Under the null it is (asymptotically) a nonnegative supermartingale, so by Ville's inequality it
     exceeds ``1/alpha`` at any time with probability at most ``alpha``.
 
+    With a sequence of scales the mixing distribution is the equal-weight average of the half-normals, so
+    the result is the log of the *mean* of the single-scale likelihood ratios: an average of test
+    (super)martingales with fixed weights is one too, so validity is unchanged, and the mean is at least
+    ``1/k`` times the best single scale.
+
     >>> round(math.exp(mixture_log_e(0.0, 1e-4, 0.01)), 4)   # no evidence at z=0: 2*sqrt(1/2)*1/2
     0.7071
     """
+    taus = mixture_taus(tau)
     if var <= 0.0:
         return math.inf if z > 0 else 0.0
-    s = var + tau * tau
-    arg = z * tau / math.sqrt(var * s)
-    log_phi = _log_phi(arg) if arg >= 0 else float(special.log_ndtr(arg))
-    return _LOG2 + 0.5 * math.log(var / s) + z * z * tau * tau / (2.0 * var * s) + log_phi
+    if len(taus) == 1:
+        return _single_log_e(z, var, taus[0])
+    return _log_mean_exp([_single_log_e(z, var, t) for t in taus])
 
 
-def mixture_radius(var: float, tau: float, alpha: float) -> float:
+def _radius_bracket_sd(r: float, target: float) -> float:
+    """Upper bracket (in standard errors) of the single-scale radius with ``r = tau^2/V``.
+
+    ``Phi >= 1/2`` on ``z >= 0`` makes the log e-value at least ``-log(1+r)/2 + z^2 r / (2 (1+r))``.
+    """
+    return math.sqrt(2.0 * (1.0 + r) / r * (target + 0.5 * math.log1p(r))) * 1.000001
+
+
+def mixture_radius(var: float, tau: Tau, alpha: float) -> float:
     """Half-width ``w`` of the one-sided (1 - alpha) mixture bound: ``estimate - w`` is a lower CS.
 
-    Solves ``mixture_log_e(w, var, tau) = log(1/alpha)``; the same ``w`` gives the upper bound.
+    Solves ``mixture_log_e(w, var, tau) = log(1/alpha)``; the same ``w`` gives the upper bound. With ``k``
+    scales the mean of the e-values is at least each ``e_i / k``, so the root lies in ``[0, min_i w_i]``
+    where ``w_i`` is the single-scale radius at level ``alpha / k``.
 
     >>> w = mixture_radius(1e-4, 0.01, 0.05)
     >>> round(w / math.sqrt(1e-4), 2)      # in standard errors; a fixed-horizon test would use 1.64
     3.26
     """
+    taus = mixture_taus(tau)
     if var <= 0.0:
         return 0.0
     target = -math.log(alpha)
-    r = tau * tau / var
-    # Phi >= 1/2 on z >= 0 gives an upper bracket; the root is positive because log e(0) < 0.
-    hi = math.sqrt(2.0 * (1.0 + r) / r * (target + 0.5 * math.log1p(r))) * math.sqrt(var) * 1.000001
+    sd = math.sqrt(var)
+    if len(taus) == 1:
+        # Phi >= 1/2 on z >= 0 gives an upper bracket; the root is positive because log e(0) < 0.
+        hi = _radius_bracket_sd(taus[0] * taus[0] / var, target) * sd
+    else:
+        hi = min(mixture_radius(var, t, alpha / len(taus)) for t in taus) * 1.000001
     root: float = optimize.brentq(
-        lambda z: mixture_log_e(z, var, tau) - target, 0.0, hi, xtol=1e-12 * max(hi, 1e-300), rtol=1e-10
+        lambda z: mixture_log_e(z, var, taus) - target, 0.0, hi, xtol=1e-12 * max(hi, 1e-300), rtol=1e-10
     )
     return root
 
 
-def mixture_radius_array(var: ArrayLike, tau: float | ArrayLike, alpha: float) -> NDArray[np.float64]:
-    """Vectorised :func:`mixture_radius` (bisection), used by the simulations in ``bench/statistics.py``."""
+def _scales_array(tau: Tau | ArrayLike, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """Scales as an array of shape ``(k, *shape)``: the leading axis of ``tau`` indexes the scales."""
+    t_arr = np.asarray(tau, dtype=float)
+    if t_arr.ndim == 0:
+        t_arr = t_arr[None]
+    k = t_arr.shape[0]
+    pad = (1,) * max(0, len(shape) - (t_arr.ndim - 1))
+    return np.broadcast_to(t_arr.reshape((k, *pad, *t_arr.shape[1:])), (k, *shape))
+
+
+def _log_mean_exp_axis0(val: NDArray[np.float64]) -> NDArray[np.float64]:
+    if val.shape[0] == 1:
+        return np.asarray(val[0])
+    m = val.max(axis=0)
+    m_safe = np.where(np.isfinite(m), m, 0.0)
+    return np.asarray(m_safe + np.log(np.exp(val - m_safe).mean(axis=0)))
+
+
+def mixture_log_e_array(z: ArrayLike, var: ArrayLike, tau: Tau | ArrayLike) -> NDArray[np.float64]:
+    """Vectorised :func:`mixture_log_e` (``tau`` as in :func:`mixture_radius_array`); ``var`` must be > 0.
+
+    Since the e-value increases in ``z``, ``worse`` (``estimate - radius > bound``) is the same event as
+    ``mixture_log_e(estimate - bound) > log(1/alpha)``: one evaluation instead of a bisection, which is
+    how ``bench/statistics.py`` decides.
+    """
+    zz, v = np.broadcast_arrays(np.asarray(z, dtype=float), np.asarray(var, dtype=float))
+    t = _scales_array(tau, v.shape)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = t * t / v
+        arg = zz / np.sqrt(v) * np.sqrt(r / (1.0 + r))
+        pos = np.maximum(arg, 0.0)
+        # as in _single_log_e: no cancellation between the Gaussian factor and log Phi for arg < 0
+        tail = np.where(arg >= 0, 0.5 * pos * pos + special.log_ndtr(pos),
+                        np.log(0.5 * special.erfcx(-np.minimum(arg, 0.0) / _SQRT2)))
+        val = _LOG2 - 0.5 * np.log1p(r) + tail
+    return _log_mean_exp_axis0(val)
+
+
+def mixture_radius_array(var: ArrayLike, tau: Tau | ArrayLike, alpha: float) -> NDArray[np.float64]:
+    """Vectorised :func:`mixture_radius` (bisection on the log-mean-exp), used by ``bench/statistics.py``.
+
+    ``tau`` is one scale or a sequence of scales (equal-weight mixture, as in :func:`mixture_radius`); an
+    array's *leading* axis indexes the scales and each scale broadcasts against ``var`` (so per-element
+    scales are ``tau[None, ...]``).
+    """
     v = np.asarray(var, dtype=float)
-    t = np.broadcast_to(np.asarray(tau, dtype=float), v.shape)
+    t = _scales_array(tau, v.shape)
+    k = t.shape[0]
     target = -math.log(alpha)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    log_k = math.log(k)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         r = t * t / v
         sd = np.sqrt(v)
         lo_u = np.zeros_like(v)
-        hi_u = np.sqrt(2.0 * (1.0 + r) / r * (target + 0.5 * np.log1p(r))) * 1.000001
-        k = np.sqrt(r / (1.0 + r))
+        # each e_i <= k * mean, so the single-scale radius at alpha/k bounds the root from above
+        hi_u = np.min(np.sqrt(2.0 * (1.0 + r) / r * (target + log_k + 0.5 * np.log1p(r))), axis=0) * 1.000001
+        c = np.sqrt(r / (1.0 + r))
         base = _LOG2 - 0.5 * np.log1p(r)
+        quad = r / (2.0 * (1.0 + r))
         for _ in range(60):
             mid = 0.5 * (lo_u + hi_u)
-            val = base + mid * mid * r / (2.0 * (1.0 + r)) + special.log_ndtr(mid * k)
+            val = _log_mean_exp_axis0(base + mid * mid * quad + special.log_ndtr(mid * c))
             above = val >= target
             hi_u = np.where(above, mid, hi_u)
             lo_u = np.where(above, lo_u, mid)
@@ -160,14 +270,15 @@ def _decide(
     *,
     bound: float,
     worse_if_above: bool,
-    tau: float,
+    tau: Tau,
     alpha: float,
     transform: Callable[[float], float] | None = None,
     reported_bound: float | None = None,
 ) -> Verdict:
     """Shared decision logic for asymptotically normal differences with a one-sided mixture.
 
-    ``bound`` is on the scale of ``diff``; ``worse_if_above`` says which side of it is bad.
+    ``bound`` is on the scale of ``diff``; ``worse_if_above`` says which side of it is bad. ``tau`` is one
+    mixture scale or a sequence of them (equal-weight average of the mixtures).
     """
     w = mixture_radius(var, tau, alpha)
     lower, upper = diff - w, diff + w
@@ -250,14 +361,15 @@ def rate_increase(
     max_increase: float,
     alpha: float = 0.05,
     min_n: int = 100,
-    tau: float = RATE_TAU,
+    tau: Tau = RATE_TAUS,
     metric: str = "rate",
 ) -> Verdict:
     """Sequential test for a "higher is worse" rate (escalation, error, refusal, guard failure).
 
     ``worse`` when ``p_c - p_b > max_increase`` with confidence; ``not_worse`` when ``p_c - p_b <
     max_increase`` with confidence. ``x``/``n`` are cumulative event counts and trials per arm; ``tau``
-    is the mixture scale (effect size, absolute) at which the test is most efficient.
+    is the mixture scale (absolute effect size at which the test is most efficient) or a sequence of
+    scales averaged with equal weights (default :data:`RATE_TAUS`: 1, 3 and 10 points).
 
     >>> v = rate_increase(300, 5000, 150, 5000, max_increase=0.0)     # 6 % vs 3 %
     >>> v.outcome, round(v.effect, 3), v.lower > 0
@@ -289,13 +401,14 @@ def rate_non_inferiority(
     margin: float,
     alpha: float = 0.05,
     min_n: int = 100,
-    tau: float = RATE_TAU,
+    tau: Tau = RATE_TAUS,
     metric: str = "success_rate",
 ) -> Verdict:
     """Sequential non-inferiority test for a "higher is better" rate (task success).
 
     ``worse`` when ``p_b - p_c > margin`` with confidence; ``not_worse`` when ``p_c - p_b > -margin``
     with confidence (non-inferiority established). ``effect = p_c - p_b``; ``bound`` reports ``margin``.
+    ``tau`` as in :func:`rate_increase`.
 
     >>> rate_non_inferiority(3500, 5000, 4000, 5000, margin=0.02).outcome      # 70 % vs 80 %
     'worse'
@@ -354,13 +467,14 @@ def mean_ratio(
     max_ratio: float,
     alpha: float = 0.05,
     min_n: int = 100,
-    tau: float = LOG_RATIO_TAU,
+    tau: Tau = LOG_RATIO_TAUS,
     metric: str = "mean_ratio",
 ) -> Verdict:
     """Sequential test of ``mean_c / mean_b <= max_ratio`` for positive metrics (cost per request).
 
     Works on the log ratio with the delta-method variance ``s_c^2/(n_c m_c^2) + s_b^2/(n_b m_b^2)``;
-    ``effect``, ``lower``, ``upper`` are reported as ratios. ``tau`` is the mixture scale on the log scale.
+    ``effect``, ``lower``, ``upper`` are reported as ratios. ``tau`` is the mixture scale on the log scale
+    (or a sequence of scales).
 
     >>> v = mean_ratio(1500.0, 3000.0, 1000, 1000.0, 1500.0, 1000, max_ratio=1.1)   # 1.5 vs 1.0
     >>> v.outcome, round(v.effect, 2)
@@ -403,15 +517,15 @@ def mean_difference(
     max_increase: float,
     alpha: float = 0.05,
     min_n: int = 30,
-    tau_sd: float = PAIRED_TAU_SD,
+    tau_sd: Tau = PAIRED_TAUS_SD,
     metric: str = "paired_difference",
 ) -> Verdict:
     """Sequential test of a mean of paired differences (candidate - baseline) against ``max_increase``.
 
     For shadow pairs (same request, two variants): ``total``/``total_sq``/``n`` are the sums of the
     per-request differences. The mixture scale is ``tau_sd`` per-pair standard deviations (scale-free, so
-    it suits latency in ms and cost in USD alike). ``estimate_candidate`` is the mean difference and
-    ``estimate_baseline`` is 0.
+    it suits latency in ms and cost in USD alike), or a sequence of such scales. ``estimate_candidate`` is
+    the mean difference and ``estimate_baseline`` is 0.
 
     >>> mean_difference(2000.0, 2000.0 * 2 + 1000 * 1.0, 1000, max_increase=0.0).outcome  # mean 2, sd ~1
     'worse'
@@ -422,7 +536,7 @@ def mean_difference(
         return _insufficient(metric, mean, 0.0, mean, n, n, max_increase, ratio=False)
     sd = math.sqrt(var1)
     var = max(var1 / n, 1e-300)
-    tau = tau_sd * sd if sd > 0 else 1.0
+    tau = tuple(t * sd for t in mixture_taus(tau_sd)) if sd > 0 else 1.0
     return _decide(
         metric, mean, 0.0, mean, var, n, n, bound=max_increase, worse_if_above=True, tau=tau, alpha=alpha
     )

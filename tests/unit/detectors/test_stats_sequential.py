@@ -9,13 +9,19 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from rollguard.detectors.sequential import (
+    LOG_RATIO_TAUS,
+    PAIRED_TAUS_SD,
+    RATE_TAU,
+    RATE_TAUS,
     QuantileView,
     RankTable,
     Verdict,
     mean_difference,
     mean_ratio,
     mixture_log_e,
+    mixture_log_e_array,
     mixture_radius,
     mixture_radius_array,
     quantile_bounds,
@@ -24,6 +30,7 @@ from rollguard.detectors.sequential import (
     rate_non_inferiority,
     rate_variance,
 )
+from rollguard.detectors.sequential import mixture_taus as taus_of
 
 # --------------------------------------------------------------------------------------------------
 # mixture boundary
@@ -48,6 +55,90 @@ def test_radius_wider_than_fixed_horizon_and_shrinks() -> None:
 def test_e_value_increasing_in_evidence() -> None:
     es = [mixture_log_e(z, 1e-4, 0.01) for z in np.linspace(-0.05, 0.05, 21)]
     assert all(a < b for a, b in itertools.pairwise(es))
+
+
+def test_multi_scale_defaults() -> None:
+    assert RATE_TAU == 0.01 and RATE_TAUS == (0.01, 0.03, 0.1)
+    assert taus_of(0.01) == (0.01,) and taus_of([0.01, 0.1]) == (0.01, 0.1)
+    assert LOG_RATIO_TAUS == (0.05, 0.1, 0.3) and PAIRED_TAUS_SD == (0.1, 0.3, 1.0)
+    for bad in ((), (0.01, 0.0), -0.1, (0.01, math.inf)):
+        with pytest.raises(ValueError):
+            taus_of(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("var", [1e-7, 1e-5, 1e-3, 0.1])
+@pytest.mark.parametrize("alpha", [0.001, 0.05 / 47, 0.05, 0.2])
+def test_multi_scale_radius_solves_boundary_and_is_bracketed(var: float, alpha: float) -> None:
+    taus = RATE_TAUS
+    w = mixture_radius(var, taus, alpha)
+    assert math.exp(mixture_log_e(w, var, taus)) == pytest.approx(1 / alpha, rel=1e-6)
+    assert float(mixture_radius_array(np.array([var]), taus, alpha)[0]) == pytest.approx(w, rel=1e-6)
+    singles = [mixture_radius(var, t, alpha) for t in taus]
+    # mean >= 1/alpha needs some e_i >= 1/alpha; every e_i >= 1/alpha or one e_i >= k/alpha suffices
+    assert min(singles) * (1 - 1e-9) <= w <= max(singles) * (1 + 1e-9)
+    assert w <= min(mixture_radius(var, t, alpha / len(taus)) for t in taus) * (1 + 1e-9)
+
+
+def test_single_scale_sequence_equals_float() -> None:
+    for var in (1e-6, 1e-4):
+        assert mixture_radius(var, (0.01,), 0.05) == pytest.approx(mixture_radius(var, 0.01, 0.05), rel=1e-12)
+        assert mixture_log_e(0.01, var, [0.01]) == pytest.approx(mixture_log_e(0.01, var, 0.01), rel=1e-12)
+    v = rate_increase(200, 5000, 150, 5000, max_increase=0.0, tau=(RATE_TAU,))
+    assert v == rate_increase(200, 5000, 150, 5000, max_increase=0.0, tau=RATE_TAU)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-0.05, 0.3), st.floats(1e-7, 1e-2))
+def test_multi_scale_e_value_at_least_best_single_over_k(z: float, var: float) -> None:
+    k = len(RATE_TAUS)
+    multi = mixture_log_e(z, var, RATE_TAUS)
+    singles = [mixture_log_e(z, var, t) for t in RATE_TAUS]
+    assert multi >= max(singles) - math.log(k) - 1e-9  # mean >= max / k
+    assert multi <= max(singles) + 1e-9  # mean <= max
+    vec = mixture_log_e_array(np.array([z]), np.array([var]), RATE_TAUS)
+    assert float(vec[0]) == pytest.approx(multi, rel=1e-9, abs=1e-9)
+
+
+def test_multi_scale_radius_array_per_element_scales() -> None:
+    var = np.array([1e-6, 1e-4, 1e-2])
+    sd_scales = np.array([[0.01, 0.02, 0.03], [0.1, 0.2, 0.3]])  # leading axis: the mixture components
+    got = mixture_radius_array(var, sd_scales, 0.05)
+    want = [mixture_radius(float(v), (float(a), float(b)), 0.05) for v, a, b in zip(var, *sd_scales, strict=True)]
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_log_e_stable_far_below_the_bound() -> None:
+    # tiny variance (e.g. zero paired variance so far) and z < 0: no cancellation between the Gaussian
+    # factor and log Phi, so the e-value is ~0 (it used to come out as garbage, sometimes >= 1/alpha)
+    for z, var, tau in [(-0.05, 1e-300, 1.0), (-0.05, 1e-20, 1.0), (-0.3, 1e-10, 0.1)]:
+        log_e = mixture_log_e(z, var, tau)
+        assert math.isfinite(log_e) and log_e < -15
+        assert float(mixture_log_e_array(np.array([z]), np.array([var]), tau)[0]) == pytest.approx(log_e)
+    for bound in np.linspace(0.001, 0.2, 50):
+        v = mean_difference(0.0, 0.0, 500, max_increase=float(bound))  # 0 disagreements in 500 pairs
+        assert v.outcome == "not_worse" and v.e_value < 1e-6 and v.p_value == 1.0
+
+
+def test_small_segment_large_effect_is_worse_with_multi_scale() -> None:
+    # scenario bench: low-traffic segment, 93/293 canary vs 30/931 baseline escalations, bound 1 point,
+    # Bonferroni over ~47 (segment view, criterion) tests -> needs e >= 940
+    alpha = 0.05 / 47
+    single = rate_increase(93, 293, 30, 931, max_increase=0.01, alpha=alpha, tau=RATE_TAU)
+    assert single.outcome == "inconclusive" and single.e_value == pytest.approx(506, rel=0.01)
+    v = rate_increase(93, 293, 30, 931, max_increase=0.01, alpha=alpha)
+    assert v.outcome == "worse" and v.lower > 0.01 and v.e_value >= 1 / alpha
+    best = max(rate_increase(93, 293, 30, 931, max_increase=0.01, alpha=alpha, tau=t).e_value for t in RATE_TAUS)
+    assert v.e_value >= best / len(RATE_TAUS) * (1 - 1e-9)
+    ni = rate_non_inferiority(200, 293, 901, 931, margin=0.01, alpha=alpha)  # the same data as success rates
+    assert ni.outcome == "worse"
+
+
+def test_multi_scale_costs_at_most_k_near_the_tuned_effect() -> None:
+    # 1-point rise at ~5k per arm: the 0.01 scale dominates, the mixture pays at most a factor 3
+    single = rate_increase(210, 5000, 150, 5000, max_increase=0.0, tau=RATE_TAU)
+    multi = rate_increase(210, 5000, 150, 5000, max_increase=0.0)
+    assert single.e_value / len(RATE_TAUS) <= multi.e_value <= single.e_value
+    assert multi.upper - multi.lower > single.upper - single.lower  # a slightly wider interval
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,6 +336,7 @@ def test_quantile_p_value_consistent_with_decision() -> None:
 
 def test_quantile_ratio_with_lead_sketch_and_ddsketch() -> None:
     from ddsketch import DDSketch
+
     from rollguard.detectors.aggregates import QuantileSketch
 
     rng = np.random.default_rng(7)
@@ -302,6 +394,47 @@ def test_rate_aa_peeking_false_alarm_rate() -> None:
         naive += bool((z > 1.645).any())
     assert false_alarms / runs <= 2 * 0.05
     assert naive / runs > 0.12  # the naive peeked z-test inflates; this is what we guard against
+
+
+@pytest.mark.parametrize(("win_c", "win_b", "p"), [(200, 200, 0.03), (10, 30, 0.03), (200, 200, 0.005)])
+def test_rate_aa_multi_scale_default_false_alarm_rate(win_c: int, win_b: int, p: float) -> None:
+    """Seeded A/A with the multi-scale default (library calls, peeked every window): <= 2 alpha."""
+    rng = np.random.default_rng(20261127)
+    runs, windows = 300, 60
+    x_c = np.cumsum(rng.binomial(win_c, p, (runs, windows)), axis=1)
+    x_b = np.cumsum(rng.binomial(win_b, p, (runs, windows)), axis=1)
+    alarms = 0
+    for i in range(runs):
+        for k in range(windows):
+            v = rate_increase(int(x_c[i, k]), win_c * (k + 1), int(x_b[i, k]), win_b * (k + 1), max_increase=0.0)
+            if v.outcome == "worse":
+                alarms += 1
+                break
+    assert alarms / runs <= 2 * 0.05
+
+
+def test_mean_aa_multi_scale_defaults_false_alarm_rate() -> None:
+    """Seeded A/A for the multi-scale mean_ratio and mean_difference defaults: <= 2 alpha."""
+    rng = np.random.default_rng(20261128)
+    runs, win, windows = 200, 100, 40
+    ratio_alarms = paired_alarms = 0
+    for _ in range(runs):
+        xc = rng.lognormal(math.log(0.002), 1.0, win * windows)
+        xb = rng.lognormal(math.log(0.002), 1.0, win * windows)
+        d = rng.standard_t(3, win * windows)
+        hit_r = hit_p = False
+        for k in range(1, windows + 1):
+            n = win * k
+            if not hit_r:
+                a, b = xc[:n], xb[:n]
+                hit_r = mean_ratio(float(a.sum()), float(a @ a), n, float(b.sum()), float(b @ b), n,
+                                   max_ratio=1.0).outcome == "worse"
+            if not hit_p:
+                hit_p = mean_difference(*_moments(d[:n]), max_increase=0.0).outcome == "worse"
+        ratio_alarms += hit_r
+        paired_alarms += hit_p
+    assert ratio_alarms / runs <= 2 * 0.05
+    assert paired_alarms / runs <= 2 * 0.05
 
 
 def test_quantile_aa_peeking_false_alarm_rate() -> None:

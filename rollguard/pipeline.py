@@ -56,6 +56,9 @@ SAMPLE_PER_KEY = 4
 SAMPLE_FIELDS = ("t", "latency_ms", "cost_usd", "input_tokens", "output_tokens", "output_chars", "prompt_chars",
                  "script", "error", "refused", "fallback", "guard_failed")
 OVERFLOW_SEGMENT = "_overflow"
+#: Offsets of not-yet-joined outcomes listed per partial and input partition (beyond that, a restart may
+#: count some of them again rather than lose them: the skip rule only skips offsets it is sure about).
+MAX_PENDING_LISTED = 10_000
 #: Raw bytes of a bad record kept in its DLQ record. The DLQ record carries them base64-encoded (x4/3) and
 #: the broker's default message.max.bytes is ~1 MB: keeping more would make the DLQ publish itself fail.
 DLQ_MAX_VALUE_BYTES = 256 * 1024
@@ -170,12 +173,14 @@ class IngestFold:
         self._max_ts: dict[str, float] = {}
         self._segments: dict[str, set[SegmentKey]] = defaultdict(set)
         self._responses: OrderedDict[str, _JoinEntry] = OrderedDict()
-        self._pending: OrderedDict[str, tuple[float, list[OutcomeEvent]]] = OrderedDict()
+        # request -> (ts, [(outcome, "topic:partition", offset)]) waiting for its response
+        self._pending: OrderedDict[str, tuple[float, list[tuple[OutcomeEvent, str, int]]]] = OrderedDict()
         self._seen_outcomes: OrderedDict[str, float] = OrderedDict()
         self._live_sides: OrderedDict[tuple[str, str], _PairSide] = OrderedDict()  # (feature, request) -> live
         self._shadow_sides: OrderedDict[tuple[str, str], _PairSide] = OrderedDict()  # waiting for the live one
         self._shadowed: set[str] = set()  # features that have (or plan) shadow traffic
         self._published: dict[str, dict[str, int]] = {}  # feature -> "topic:partition" -> last published
+        self._published_pending: dict[str, dict[str, set[int]]] = {}  # outcomes not yet joined back then
         self._clock = 0.0  # event-time clock: the largest ts seen
 
     # ------------------------------------------------------------------ per record
@@ -363,23 +368,28 @@ class IngestFold:
         self.counters.recalled += 1
         return True
 
-    def already_published(self, published: Mapping[str, Mapping[str, int]]) -> None:
+    def already_published(self, published: Mapping[str, Mapping[str, int]],
+                          pending: Mapping[str, Mapping[str, list[int]]] | None = None) -> None:
         """Offsets whose records are already in published partials, per feature and input partition
         (``{feature: {"topic:partition": last offset}}``, read back from the partials topic at start-up).
 
         A partial is one message per feature, so it is all-or-nothing; batches are published in order, so
-        every record of that feature up to its last published offset is in. Records re-read after a crash up
-        to there are skipped instead of counted twice, which makes the overcount after a SIGKILL zero."""
+        every record of that feature up to its last published offset is in, except outcomes that were still
+        waiting for their response (``pending``, listed in the partial). Records re-read after a crash up to
+        there are skipped instead of counted twice."""
         for feature, tps in published.items():
             mine = self._published.setdefault(feature, {})
             for tp, off in tps.items():
                 mine[tp] = max(mine.get(tp, -1), off)
+        for feature, waiting in (pending or {}).items():
+            self._published_pending.setdefault(feature, {}).update({tp: set(o) for tp, o in waiting.items()})
 
     def _already_published(self, feature: str, topic: str, partition: int, offset: int) -> bool:
         if not self._published:
             return False
-        mark = self._published.get(feature, {}).get(f"{topic}:{partition}")
-        if mark is None or offset > mark:
+        tp = f"{topic}:{partition}"
+        mark = self._published.get(feature, {}).get(tp)
+        if mark is None or offset > mark or offset in self._published_pending.get(feature, {}).get(tp, ()):
             return False
         self.counters.replayed_skipped += 1
         return True
@@ -390,7 +400,9 @@ class IngestFold:
         pending = self._pending.pop(request_id, None)
         if pending is not None:
             self.counters.outcomes_pending -= len(pending[1])
-            for oc in pending[1]:
+            for oc, tp, off in pending[1]:
+                topic, _, part = tp.rpartition(":")
+                self._note_source(entry.feature, topic, int(part), off, entry.ts)
                 self._apply_outcome(entry, oc)
         if len(self._responses) > self.max_join_entries:
             self._responses.popitem(last=False)
@@ -412,7 +424,7 @@ class IngestFold:
             self._note_source(entry.feature, topic, partition, offset, ts)
             self._apply_outcome(entry, oc)
         else:
-            self._pending.setdefault(oc.request_id, (ts, []))[1].append(oc)
+            self._pending.setdefault(oc.request_id, (ts, []))[1].append((oc, f"{topic}:{partition}", offset))
             self.counters.outcomes_pending += 1
             if ts > self._clock:
                 self._clock = ts
@@ -456,11 +468,19 @@ class IngestFold:
             if not fold:
                 continue
             samples = self._samples.get(feature, {})
+            # outcomes still waiting for their response are not in this partial although earlier offsets are:
+            # a restarted fold must read them again rather than skip them
+            waiting: dict[str, list[int]] = {}
+            for _ts, ocs in self._pending.values():
+                for oc, tp, off in ocs:
+                    if oc.feature == feature and len(waiting.get(tp, ())) < MAX_PENDING_LISTED:
+                        waiting.setdefault(tp, []).append(off)
             body = {
                 "schema": PARTIAL_SCHEMA,
                 "feature": feature,
                 "source": self._source.get(feature, {}),
                 "max_ts": self._max_ts.get(feature),
+                "pending": waiting,
                 "entries": [[seg, arm, window, s.to_dict(), [row for _, row in samples.get((seg, arm, window), [])]]
                             for (seg, arm, window), s in fold.items()],
             }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
@@ -34,11 +35,27 @@ MAX_BATCH = 5000
 ANALYZE_BATCH = 500
 #: Largest checkpoint the state table accepts (10,000 segments compress to about 1-2 MB).
 MAX_STATE_BYTES = 16 * 1024 * 1024
-#: Seconds between checkpoints of a feature's drift detectors (pickle ~0.4 MB, ~10 ms for the demo spec).
+#: Seconds between checkpoints of a feature's drift detectors (pickle ~0.4 MB, ~10 ms for the demo spec);
+#: ``ROLLGUARD_DRIFT_CHECKPOINT_S`` overrides it. Revoked partitions and a clean stop checkpoint at once.
 DRIFT_CHECKPOINT_S = 10.0
 
 
-def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, window_s: int = 60) -> faust.App:
+def drift_checkpoint_interval() -> float:
+    """``ROLLGUARD_DRIFT_CHECKPOINT_S`` (seconds, >= 0; 0 checkpoints after every batch), else the default."""
+    raw = os.environ.get("ROLLGUARD_DRIFT_CHECKPOINT_S", "").strip()
+    if not raw:
+        return DRIFT_CHECKPOINT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"ROLLGUARD_DRIFT_CHECKPOINT_S must be a number of seconds, not {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"ROLLGUARD_DRIFT_CHECKPOINT_S must be a finite number >= 0, not {raw!r}")
+    return value
+
+
+def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, window_s: int = 60,
+               recover: bool = True) -> faust.App:
     """Build the worker app; agents stay thin, the logic lives in ``rollguard.pipeline``."""
     app = faust.App(
         settings.app_id,
@@ -78,6 +95,8 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
     fold = IngestFold(specs, window_s=window_s, max_event_bytes=settings.max_event_bytes,
                       max_scan_chars=settings.max_scan_chars,
                       max_segments_per_feature=settings.max_segments_per_feature)
+    if recover:
+        recover_ingest(settings, fold)
     analyzer = Analyzer(specs, signer=signer, window_s=window_s)
     checkpoints: dict[bytes, bytes] = {}
     # drift detectors (pickles, ~20 KB per scope and arm) in their own table, so `rollguard status` keeps
@@ -88,6 +107,8 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
     drift_table.key_serializer = "raw"  # type: ignore[attr-defined]
     drift_table.value_serializer = "raw"  # type: ignore[attr-defined]
     drift_saved: dict[bytes, float] = {}  # feature key -> monotonic time of the last drift checkpoint
+    drift_part: dict[bytes, int] = {}  # feature key -> partition of its partials (what a rebalance moves)
+    drift_every = drift_checkpoint_interval()
     app.rollguard_fold = fold  # type: ignore[attr-defined]
     app.rollguard_analyzer = analyzer  # type: ignore[attr-defined]
 
@@ -121,6 +142,7 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
             touched: set[bytes] = set()
             for event in batch:
                 key: bytes = event.key or b""
+                drift_part[key] = event.message.partition
                 stored = state_table.get(key)
                 if key not in touched and stored is not None and checkpoints.get(key) != stored:
                     analyzer.restore(key.decode(), stored)  # first sight, restart, or partition moved back
@@ -137,11 +159,52 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
                     checkpoints[key] = blob
                 # detectors are checkpointed on a schedule, not per batch: a crash loses at most this long of
                 # detector input (no new warm-up; open episodes survive)
-                feature = key.decode()
-                if feature in analyzer.drift.features and \
-                        time.monotonic() - drift_saved.get(key, 0.0) >= DRIFT_CHECKPOINT_S:
-                    drift_table[key] = analyzer.drift.to_bytes(feature)
-                    drift_saved[key] = time.monotonic()
+                if time.monotonic() - drift_saved.get(key, float("-inf")) >= drift_every:
+                    save_drift(key)
+
+    def save_drift(key: bytes) -> bool:
+        """Write one feature's detector state to ``drift-state`` (no-op for features without drift watch)."""
+        feature = key.decode()
+        if feature not in analyzer.drift.features:
+            return False
+        drift_table[key] = analyzer.drift.to_bytes(feature)
+        drift_saved[key] = time.monotonic()
+        return True
+
+    def save_drift_of(keys: Iterable[bytes], why: str) -> None:
+        saved = 0
+        for key in keys:
+            try:
+                saved += save_drift(key)
+            except Exception:  # a failed checkpoint must not crash the rebalance; the schedule retries
+                log.exception("drift checkpoint of %r on %s failed", key, why)
+        if saved:
+            log.info("drift state of %d feature(s) checkpointed on %s", saved, why)
+
+    @app.on_partitions_revoked.connect
+    async def checkpoint_drift_on_revoke(*args: Any, **_kw: Any) -> None:
+        """Checkpoint the detectors of features whose partials partitions are being revoked, before they move.
+
+        Faust sends this signal from ``App._on_partitions_revoked`` after the table manager saw the revocation
+        and the producer was flushed, before the new assignment: the drift table (``use_partitioner``) is still
+        writable, without a current event. Only revoked features are written: a worker's copy of a feature it
+        no longer owns may be older than the new owner's. Forgetting when they were saved makes the analyze
+        agent restore the table's value if the partition comes back after another worker has moved it on.
+        """
+        revoked: set[Any] = set(args[1]) if len(args) > 1 else set()  # called as (app, revoked, signal=...)
+        gone = {tp.partition for tp in revoked if tp.topic == t.partials}
+        keys = [k for k, p in drift_part.items() if p in gone]
+        save_drift_of(keys, f"revocation of {t.partials} partitions {sorted(gone)}")
+        for k in keys:
+            drift_saved.pop(k, None)
+            drift_part.pop(k, None)
+        if keys:
+            await app.producer.flush()
+
+    @app.on_before_shutdown.connect
+    async def checkpoint_drift_on_stop(*_args: Any, **_kw: Any) -> None:
+        """A clean stop (SIGTERM) checkpoints every feature this worker holds; Faust flushes the producer next."""
+        save_drift_of(list(drift_part), "shutdown")
 
     follower = SpecFollower(settings, specs)
 
@@ -198,6 +261,18 @@ class SpecFollower:
                 applied += 1
                 log.info("rollout spec %s version %s is now in force", spec.feature, spec.version)
         return applied
+
+
+def recover_ingest(settings: Settings, fold: IngestFold) -> None:
+    """Before consuming: skip what published partials already hold, and re-learn recent responses for the
+    outcome join (see ``rollguard.streams.recovery``). A failure here costs exactness, never the worker."""
+    from rollguard.streams.recovery import published_offsets, recall_responses
+
+    try:
+        fold.already_published(*published_offsets(settings))
+        recall_responses(settings, fold)
+    except Exception:
+        log.exception("ingest recovery failed; re-read records will be counted as overlaps instead")
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:

@@ -389,7 +389,11 @@ class IngestFold:
             return False
         tp = f"{topic}:{partition}"
         mark = self._published.get(feature, {}).get(tp)
-        if mark is None or offset > mark or offset in self._published_pending.get(feature, {}).get(tp, ()):
+        if mark is None or offset > mark:
+            return False
+        waiting = self._published_pending.get(feature, {}).get(tp)
+        if waiting is not None and offset in waiting:
+            waiting.discard(offset)  # read again now: from here on our own partials account for it
             return False
         self.counters.replayed_skipped += 1
         return True
@@ -475,6 +479,10 @@ class IngestFold:
                 for oc, tp, off in ocs:
                     if oc.feature == feature and len(waiting.get(tp, ())) < MAX_PENDING_LISTED:
                         waiting.setdefault(tp, []).append(off)
+            # and those a previous owner listed that this fold has not read again yet (a kill during recovery
+            # must not turn them into "published")
+            for tp, offs in self._published_pending.get(feature, {}).items():
+                waiting.setdefault(tp, []).extend(sorted(offs)[:MAX_PENDING_LISTED])
             body = {
                 "schema": PARTIAL_SCHEMA,
                 "feature": feature,

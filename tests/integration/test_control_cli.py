@@ -27,7 +27,11 @@ def test_spec_apply_manual_pause_and_kill_switch(broker: str, keys: Keys, spec_p
         with EventProducer(settings) as p:
             for ev in Traffic(seed=61).events(3000):
                 assert p.send_response(ev) if ev["schema"].endswith("response/v1") else p.send_outcome(ev)
-        wait_until(lambda: "support-reply" in read_states(settings, timeout=3), 60, "the worker to adopt the spec")
+        def adopted() -> bool:
+            rt = read_states(settings, timeout=3).get("support-reply")
+            return rt is not None and bool(rt.rollout.spec_version)
+
+        wait_until(adopted, 60, "the worker to adopt the spec")
         sub = ControlSubscriber(settings, verifier=Verifier({keys.key_id: keys.public}))
         paused = runner.invoke(cli, ["pause", "support-reply", "--segment", "tier=pro", "--reason", "looks odd",
                                      "--by", "alice", *common])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 import zlib
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -56,9 +57,8 @@ SAMPLE_PER_KEY = 4
 SAMPLE_FIELDS = ("t", "latency_ms", "cost_usd", "input_tokens", "output_tokens", "output_chars", "prompt_chars",
                  "script", "error", "refused", "fallback", "guard_failed")
 OVERFLOW_SEGMENT = "_overflow"
-#: Offsets of not-yet-joined outcomes listed per partial and input partition (beyond that, a restart may
-#: count some of them again rather than lose them: the skip rule only skips offsets it is sure about).
-MAX_PENDING_LISTED = 10_000
+#: Partial ids remembered per feature to recognise a re-delivered message (covers minutes of flushes).
+SEEN_PARTIALS = 4096
 #: Raw bytes of a bad record kept in its DLQ record. The DLQ record carries them base64-encoded (x4/3) and
 #: the broker's default message.max.bytes is ~1 MB: keeping more would make the DLQ publish itself fail.
 DLQ_MAX_VALUE_BYTES = 256 * 1024
@@ -180,7 +180,6 @@ class IngestFold:
         self._shadow_sides: OrderedDict[tuple[str, str], _PairSide] = OrderedDict()  # waiting for the live one
         self._shadowed: set[str] = set()  # features that have (or plan) shadow traffic
         self._published: dict[str, dict[str, int]] = {}  # feature -> "topic:partition" -> last published
-        self._published_pending: dict[str, dict[str, set[int]]] = {}  # outcomes not yet joined back then
         self._clock = 0.0  # event-time clock: the largest ts seen
 
     # ------------------------------------------------------------------ per record
@@ -368,21 +367,19 @@ class IngestFold:
         self.counters.recalled += 1
         return True
 
-    def already_published(self, published: Mapping[str, Mapping[str, int]],
-                          pending: Mapping[str, Mapping[str, list[int]]] | None = None) -> None:
+    def already_published(self, published: Mapping[str, Mapping[str, int]]) -> None:
         """Offsets whose records are already in published partials, per feature and input partition
         (``{feature: {"topic:partition": last offset}}``, read back from the partials topic at start-up).
 
         A partial is one message per feature, so it is all-or-nothing; batches are published in order, so
-        every record of that feature up to its last published offset is in, except outcomes that were still
-        waiting for their response (``pending``, listed in the partial). Records re-read after a crash up to
-        there are skipped instead of counted twice."""
+        every response of that feature up to its last published offset is in, and re-read ones are skipped
+        (but remembered for the outcome join). Outcomes are not skipped: one may have been waiting for its
+        response when the partial was written, so a re-read outcome is counted again rather than risk losing
+        it (bounded by the commit lag, visible as overlapping partials)."""
         for feature, tps in published.items():
             mine = self._published.setdefault(feature, {})
             for tp, off in tps.items():
                 mine[tp] = max(mine.get(tp, -1), off)
-        for feature, waiting in (pending or {}).items():
-            self._published_pending.setdefault(feature, {}).update({tp: set(o) for tp, o in waiting.items()})
 
     def _already_published(self, feature: str, topic: str, partition: int, offset: int) -> bool:
         if not self._published:
@@ -390,10 +387,6 @@ class IngestFold:
         tp = f"{topic}:{partition}"
         mark = self._published.get(feature, {}).get(tp)
         if mark is None or offset > mark:
-            return False
-        waiting = self._published_pending.get(feature, {}).get(tp)
-        if waiting is not None and offset in waiting:
-            waiting.discard(offset)  # read again now: from here on our own partials account for it
             return False
         self.counters.replayed_skipped += 1
         return True
@@ -421,8 +414,6 @@ class IngestFold:
         self._seen_outcomes[oc.event_id] = ts
         if len(self._seen_outcomes) > self.max_join_entries:
             self._seen_outcomes.popitem(last=False)
-        if self._already_published(oc.feature, topic, partition, offset):
-            return []
         entry = self._responses.get(oc.request_id)
         if entry is not None:
             self._note_source(entry.feature, topic, partition, offset, ts)
@@ -472,23 +463,12 @@ class IngestFold:
             if not fold:
                 continue
             samples = self._samples.get(feature, {})
-            # outcomes still waiting for their response are not in this partial although earlier offsets are:
-            # a restarted fold must read them again rather than skip them
-            waiting: dict[str, list[int]] = {}
-            for _ts, ocs in self._pending.values():
-                for oc, tp, off in ocs:
-                    if oc.feature == feature and len(waiting.get(tp, ())) < MAX_PENDING_LISTED:
-                        waiting.setdefault(tp, []).append(off)
-            # and those a previous owner listed that this fold has not read again yet (a kill during recovery
-            # must not turn them into "published")
-            for tp, offs in self._published_pending.get(feature, {}).items():
-                waiting.setdefault(tp, []).extend(sorted(offs)[:MAX_PENDING_LISTED])
             body = {
                 "schema": PARTIAL_SCHEMA,
+                "id": uuid.uuid4().hex,
                 "feature": feature,
                 "source": self._source.get(feature, {}),
                 "max_ts": self._max_ts.get(feature),
-                "pending": waiting,
                 "entries": [[seg, arm, window, s.to_dict(), [row for _, row in samples.get((seg, arm, window), [])]]
                             for (seg, arm, window), s in fold.items()],
             }
@@ -518,6 +498,7 @@ class FeatureRuntime:
     partials: int = 0
     duplicate_partials: int = 0
     overlapping_partials: int = 0
+    seen_partials: list[str] = field(default_factory=list)  # ids of the latest partials merged
     # derived, rebuilt on restore: per arm, per view (scope) totals, and when each view was last tested
     maturing: dict[int, dict[str, dict[SegmentKey, VariantStats]]] = field(default_factory=dict)  # window ->
     views: dict[str, dict[Scope, VariantStats]] = field(default_factory=dict)
@@ -580,6 +561,7 @@ class FeatureRuntime:
                          for w, arms in self.maturing.items()},
             "watermarks": self.watermarks, "clock": self.clock, "partials": self.partials,
             "duplicate_partials": self.duplicate_partials, "overlapping_partials": self.overlapping_partials,
+            "seen_partials": self.seen_partials,
         })
 
     @classmethod
@@ -595,6 +577,7 @@ class FeatureRuntime:
                                for a, segs in arms.items()} for w, arms in d.get("maturing", {}).items()},
             watermarks=d["watermarks"], clock=d["clock"], partials=d["partials"],
             duplicate_partials=d["duplicate_partials"], overlapping_partials=d["overlapping_partials"],
+            seen_partials=d.get("seen_partials", []),
         )
 
 
@@ -636,7 +619,7 @@ class Analyzer:
             log.warning("skipping malformed partial (%d bytes)", len(raw))
             return []
         rt = self.runtime(feature)
-        if not self._admit(rt, source):
+        if not self._admit(rt, source, p.get("id")):
             return []
         spec = self.specs.get(feature)
         attrs = spec.segment_by if spec is not None else []
@@ -695,8 +678,18 @@ class Analyzer:
             return []
         return self.request(spec, self.runtime(req.feature), req, now=now)
 
-    def _admit(self, rt: FeatureRuntime, source: Mapping[str, list[int]]) -> bool:
-        """At-least-once input: skip partials already merged; count (bounded) overlaps after a restart."""
+    def _admit(self, rt: FeatureRuntime, source: Mapping[str, list[int]], partial_id: str | None = None) -> bool:
+        """At-least-once input: skip a partial merged before (same id: a re-delivered message); count overlaps.
+
+        Offsets alone cannot tell a re-delivered partial from a new one: after a restart, ingest legitimately
+        publishes outcomes below the watermark (ones that were still waiting for their response). Re-read
+        records are kept out at the source (``IngestFold.already_published``); ids catch re-delivery."""
+        if partial_id is not None:
+            if partial_id in rt.seen_partials:
+                rt.duplicate_partials += 1
+                return False
+            rt.seen_partials.append(partial_id)
+            del rt.seen_partials[:-SEEN_PARTIALS]
         if not source:
             return True
         fresh = False
@@ -705,9 +698,9 @@ class Analyzer:
             mark = rt.watermarks.get(tp, -1)
             if hi > mark:
                 fresh = True
-                if lo <= mark:
-                    overlap = True
-        if not fresh:
+            if lo <= mark:
+                overlap = True
+        if not fresh and partial_id is None:  # legacy partials without an id: offsets are all we have
             rt.duplicate_partials += 1
             return False
         if overlap:

@@ -269,7 +269,7 @@ def recover_ingest(settings: Settings, fold: IngestFold) -> None:
     from rollguard.streams.recovery import published_offsets, recall_responses
 
     try:
-        fold.already_published(*published_offsets(settings))
+        fold.already_published(published_offsets(settings))
         recall_responses(settings, fold)
     except Exception:
         log.exception("ingest recovery failed; re-read records will be counted as overlaps instead")

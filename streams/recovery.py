@@ -24,26 +24,23 @@ log = logging.getLogger(__name__)
 TAIL = 20_000
 
 
-def published_offsets(settings: Settings, *, tail: int = TAIL, timeout: float = 15.0
-                      ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, list[int]]]]:
-    """From the partials topic tail: ``{feature: {"topic:partition": last offset in a published partial}}`` and,
-    per feature, the offsets of outcomes that were still waiting for their response in its latest partial."""
+def published_offsets(settings: Settings, *, tail: int = TAIL, timeout: float = 15.0) -> dict[str, dict[str, int]]:
+    """``{feature: {"topic:partition": last offset in a published partial}}`` from the partials topic tail."""
     topic = settings.topics.partials
     c = Consumer(settings.librdkafka(**{"group.id": f"{settings.app_id}-recovery-{time.time_ns()}",
                                          "enable.auto.commit": False, "enable.partition.eof": True}))
     out: dict[str, dict[str, int]] = {}
-    waiting: dict[str, dict[str, list[int]]] = {}
     try:
         md = c.list_topics(topic, timeout=timeout)
         if topic not in md.topics or md.topics[topic].error:
-            return out, waiting
+            return out
         assign = []
         for p in md.topics[topic].partitions:
             lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
             if hi > lo:
                 assign.append(TopicPartition(topic, p, max(lo, hi - tail)))
         if not assign:
-            return out, waiting
+            return out
         c.assign(assign)
         done: set[int] = set()
         deadline = time.monotonic() + timeout
@@ -62,14 +59,13 @@ def published_offsets(settings: Settings, *, tail: int = TAIL, timeout: float = 
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue  # control requests share the topic; anything else is not ours to judge here
             mine = out.setdefault(feature, {})
-            waiting[feature] = body.get("pending") or {}  # a feature's partials share one partition: in order
             for tp, (_lo, hi) in source.items():
                 if hi > mine.get(tp, -1):
                     mine[tp] = hi
     finally:
         c.close()
     log.info("ingest recovery: published offsets for %d feature(s)", len(out))
-    return out, waiting
+    return out
 
 
 #: How far back the pairs topic is replayed into the outcome join at start-up (outcomes older than their

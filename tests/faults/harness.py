@@ -677,12 +677,17 @@ def overcount_within_bounds(dup_responses: int, dup_outcomes: int, reread_respon
 
 def remerge_partials(settings: Settings, feature: str) -> Remerge:
     marks: dict[str, int] = {}
+    seen: set[str] = set()
     r = Remerge(Books())
     for p in read_json(settings, settings.topics.partials):
         if p.get("feature") != feature:
             continue
         source: dict[str, list[int]] = p.get("source") or {}
-        fresh = not source or any(hi > marks.get(tp, -1) for tp, (_lo, hi) in source.items())
+        # the analysis' rule: a partial is skipped only when the same message (id) was merged before
+        fresh = p.get("id") not in seen if p.get("id") else (
+            not source or any(hi > marks.get(tp, -1) for tp, (_lo, hi) in source.items()))
+        if p.get("id"):
+            seen.add(p["id"])
         if not fresh:
             r.skipped += 1
             continue

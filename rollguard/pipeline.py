@@ -123,6 +123,7 @@ class IngestCounters:
     shadow_pairs: int = 0
     unpaired_shadows: int = 0
     replayed_skipped: int = 0
+    replayed_outcomes_skipped: int = 0
     recalled: int = 0
 
 
@@ -180,6 +181,8 @@ class IngestFold:
         self._shadow_sides: OrderedDict[tuple[str, str], _PairSide] = OrderedDict()  # waiting for the live one
         self._shadowed: set[str] = set()  # features that have (or plan) shadow traffic
         self._published: dict[str, dict[str, int]] = {}  # feature -> "topic:partition" -> last published
+        self._joined: dict[str, dict[str, list[int]]] = defaultdict(dict)  # feature -> tp -> outcome offsets
+        self._joined_before: dict[str, set[int]] = {}  # tp -> outcome offsets in published partials
         self._clock = 0.0  # event-time clock: the largest ts seen
 
     # ------------------------------------------------------------------ per record
@@ -367,19 +370,23 @@ class IngestFold:
         self.counters.recalled += 1
         return True
 
-    def already_published(self, published: Mapping[str, Mapping[str, int]]) -> None:
-        """Offsets whose records are already in published partials, per feature and input partition
-        (``{feature: {"topic:partition": last offset}}``, read back from the partials topic at start-up).
+    def already_published(self, published: Mapping[str, Mapping[str, int]],
+                          joined: Mapping[str, Iterable[int]] | None = None) -> None:
+        """What published partials already hold, read back from the partials topic at start-up (or when
+        partitions are assigned): ``published`` is ``{feature: {"topic:partition": last offset}}`` and
+        ``joined`` is ``{"topic:partition": outcome offsets}`` as listed in those partials.
 
         A partial is one message per feature, so it is all-or-nothing; batches are published in order, so
         every response of that feature up to its last published offset is in, and re-read ones are skipped
-        (but remembered for the outcome join). Outcomes are not skipped: one may have been waiting for its
-        response when the partial was written, so a re-read outcome is counted again rather than risk losing
-        it (bounded by the commit lag, visible as overlapping partials)."""
+        (but remembered for the outcome join). Outcomes are skipped by exact offset, never by range: one may
+        have waited for its response across flushes, so only the offsets a partial lists as joined are known
+        to be counted. Calling this again merges (marks only rise; offsets accumulate)."""
         for feature, tps in published.items():
             mine = self._published.setdefault(feature, {})
             for tp, off in tps.items():
                 mine[tp] = max(mine.get(tp, -1), off)
+        for tp, offs in (joined or {}).items():
+            self._joined_before.setdefault(tp, set()).update(offs)
 
     def _already_published(self, feature: str, topic: str, partition: int, offset: int) -> bool:
         if not self._published:
@@ -400,7 +407,7 @@ class IngestFold:
             for oc, tp, off in pending[1]:
                 topic, _, part = tp.rpartition(":")
                 self._note_source(entry.feature, topic, int(part), off, entry.ts)
-                self._apply_outcome(entry, oc)
+                self._apply_outcome(entry, oc, tp, off)
         if len(self._responses) > self.max_join_entries:
             self._responses.popitem(last=False)
             self.counters.join_evicted += 1
@@ -414,20 +421,29 @@ class IngestFold:
         self._seen_outcomes[oc.event_id] = ts
         if len(self._seen_outcomes) > self.max_join_entries:
             self._seen_outcomes.popitem(last=False)
+        tp = f"{topic}:{partition}"
+        if self._joined_before:
+            before = self._joined_before.get(tp)
+            if before is not None and offset in before:
+                # re-read after a restart, and a published partial already holds it: counted once, there
+                before.discard(offset)
+                self.counters.replayed_outcomes_skipped += 1
+                return []
         entry = self._responses.get(oc.request_id)
         if entry is not None:
             self._note_source(entry.feature, topic, partition, offset, ts)
-            self._apply_outcome(entry, oc)
+            self._apply_outcome(entry, oc, tp, offset)
         else:
-            self._pending.setdefault(oc.request_id, (ts, []))[1].append((oc, f"{topic}:{partition}", offset))
+            self._pending.setdefault(oc.request_id, (ts, []))[1].append((oc, tp, offset))
             self.counters.outcomes_pending += 1
             if ts > self._clock:
                 self._clock = ts
         self._expire()
         return []
 
-    def _apply_outcome(self, entry: _JoinEntry, oc: OutcomeEvent) -> None:
+    def _apply_outcome(self, entry: _JoinEntry, oc: OutcomeEvent, tp: str, offset: int) -> None:
         self.counters.outcomes_joined += 1
+        self._joined[entry.feature].setdefault(tp, []).append(offset)
         self._stats(entry.feature, entry.seg, entry.arm, entry.window).add_outcome(
             task_success=oc.task_success, escalated=oc.escalated, feedback=oc.feedback)
 
@@ -469,6 +485,9 @@ class IngestFold:
                 "feature": feature,
                 "source": self._source.get(feature, {}),
                 "max_ts": self._max_ts.get(feature),
+                # the outcomes folded in, exactly: a restarted fold skips these and only these when it
+                # reads them again (one may have waited for its response across many flushes)
+                "joined": {tp: offset_runs(offs) for tp, offs in self._joined.get(feature, {}).items()},
                 "entries": [[seg, arm, window, s.to_dict(), [row for _, row in samples.get((seg, arm, window), [])]]
                             for (seg, arm, window), s in fold.items()],
             }
@@ -476,7 +495,23 @@ class IngestFold:
         self._fold.clear()
         self._samples.clear()
         self._source.clear()
+        self._joined.clear()
         return out
+
+    def waiting_outcomes(self, *, within_s: float = 300.0) -> dict[str, int]:
+        """Lowest offset per input partition of an outcome still waiting for its response, among those that
+        arrived within ``within_s`` (event time) of the newest record. A runtime that commits no further than
+        this re-reads them after a crash instead of losing them; older waiting ones are not held for (their
+        response is probably never coming, and holding would make every restart re-read hours)."""
+        horizon = self._clock - within_s
+        low: dict[str, int] = {}
+        for ts, ocs in reversed(self._pending.values()):
+            if ts < horizon:
+                break
+            for _oc, tp, off in ocs:
+                if off < low.get(tp, off + 1):
+                    low[tp] = off
+        return low
 
     @property
     def pending(self) -> int:
@@ -788,6 +823,27 @@ class Analyzer:
             out.append(Emit("alerts", d.alert.feature.encode(), d.alert.to_bytes()))
             out.append(Emit("decisions", d.record.feature.encode(), d.record.to_bytes()))
         return out
+
+
+def offset_runs(offsets: Iterable[int]) -> list[list[int]]:
+    """Sorted offsets as inclusive ``[first, last]`` runs (outcomes of one partition mostly come in runs).
+
+    >>> offset_runs([7, 3, 4, 5, 9])
+    [[3, 5], [7, 7], [9, 9]]
+    """
+    runs: list[list[int]] = []
+    for off in sorted(set(offsets)):
+        if runs and off == runs[-1][1] + 1:
+            runs[-1][1] = off
+        else:
+            runs.append([off, off])
+    return runs
+
+
+def expand_runs(runs: Iterable[Iterable[int]], *, at_least: int = 0) -> Iterable[int]:
+    """The offsets of ``offset_runs`` output, from ``at_least`` on (what can still be re-read)."""
+    for lo, hi in runs:
+        yield from range(max(lo, at_least), hi + 1)
 
 
 def _delta(a: float | None, b: float | None) -> float | None:

@@ -96,7 +96,9 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
                       max_scan_chars=settings.max_scan_chars,
                       max_segments_per_feature=settings.max_segments_per_feature)
     if recover:
-        recover_ingest(settings, fold)
+        from rollguard.streams.recovery import recover_ingest
+
+        recover_ingest(settings, fold, group_id=settings.app_id)
     analyzer = Analyzer(specs, signer=signer, window_s=window_s)
     checkpoints: dict[bytes, bytes] = {}
     # drift detectors (pickles, ~20 KB per scope and arm) in their own table, so `rollguard status` keeps
@@ -261,18 +263,6 @@ class SpecFollower:
                 applied += 1
                 log.info("rollout spec %s version %s is now in force", spec.feature, spec.version)
         return applied
-
-
-def recover_ingest(settings: Settings, fold: IngestFold) -> None:
-    """Before consuming: skip what published partials already hold, and re-learn recent responses for the
-    outcome join (see ``rollguard.streams.recovery``). A failure here costs exactness, never the worker."""
-    from rollguard.streams.recovery import published_offsets, recall_responses
-
-    try:
-        fold.already_published(published_offsets(settings))
-        recall_responses(settings, fold)
-    except Exception:
-        log.exception("ingest recovery failed; re-read records will be counted as overlaps instead")
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:

@@ -40,11 +40,45 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+class KafkaAuthenticationError(KafkaException):
+    """The broker refused our credentials (librdkafka's own exception only says "Broker transport failure")."""
+
+
+class ClientErrors:
+    """librdkafka ``error_cb`` that keeps the latest global errors, so a failed call can say *why*: a wrong
+    SASL password otherwise surfaces only as a transport failure, with the reason on stderr."""
+
+    def __init__(self) -> None:
+        self.errors: list[KafkaError] = []
+
+    def __call__(self, err: KafkaError) -> None:
+        self.errors.append(err)
+        del self.errors[:-20]
+
+    def authentication(self) -> KafkaError | None:
+        return next((e for e in reversed(self.errors) if e.code() == KafkaError._AUTHENTICATION), None)
+
+    def explain(self, exc: KafkaException, settings: Settings) -> KafkaException:
+        """``exc``, or a ``KafkaAuthenticationError`` naming the user and the broker's reason."""
+        auth = self.authentication()
+        if auth is None:
+            return exc
+        user = settings.security.sasl_username or "(none)"
+        return KafkaAuthenticationError(KafkaError(KafkaError._AUTHENTICATION,
+                                                   f"authentication as {user!r} at {settings.bootstrap} failed: "
+                                                   f"{auth.str()}"))
+
+
 def create_topics(settings: Settings, *, timeout: float = 30.0) -> dict[str, str]:
     """Create what is missing; report ``created`` / ``exists`` per topic. Raises on any other error."""
-    admin = AdminClient(settings.librdkafka())
+    errors = ClientErrors()
+    admin = AdminClient(settings.librdkafka(error_cb=errors))
     specs = topic_specs(settings)
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        admin.poll(0.5)  # error callbacks are served by poll(), not by the failed call
+        raise errors.explain(exc, settings) from exc
     todo = [s for s in specs if s.name not in existing]
     result = {s.name: "exists" for s in specs if s.name in existing}
     if todo:

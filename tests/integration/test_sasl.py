@@ -25,7 +25,7 @@ from confluent_kafka import KafkaException
 from rollguard.client import ControlSubscriber, EventProducer
 from rollguard.config import KafkaSecurity, Settings
 from rollguard.simulate import Traffic
-from rollguard.topics import create_topics
+from rollguard.topics import KafkaAuthenticationError, create_topics
 from tests.faults.harness import (
     PREMIUM,
     REGRESSION,
@@ -127,9 +127,8 @@ def test_sasl_every_client_and_no_raw_text_leaks(sasl_broker: OwnBroker, tmp_pat
 
 def test_wrong_password_fails_clearly(sasl_broker: OwnBroker, tmp_path: Path) -> None:
     bad = sasl_settings(sasl_broker, password="not-the-password")
-    # librdkafka reports "SASL authentication error: Authentication failed: Invalid username or password" on
-    # stderr; the exception the admin call raises only says "Broker transport failure" (see the report)
-    with pytest.raises(KafkaException):
+    # librdkafka's own exception only says "Broker transport failure"; the error callback tells why
+    with pytest.raises(KafkaAuthenticationError, match=r"(?i)authentication as 'rollguard' .* failed: .*"):
         create_topics(bad, timeout=15)
     keys = Keys()
     worker = WorkerProc(bad, keys, tmp_path).start()

@@ -18,7 +18,14 @@ from typing import Any
 from rollguard.detectors import sequential, shadow
 from rollguard.detectors.aggregates import VariantStats
 from rollguard.detectors.srm import srm as srm_test
-from rollguard.spec import COUNT_METRICS, RATE_DOWN_METRICS, RATE_UP_METRICS, SHADOW_METRICS, Criterion
+from rollguard.spec import (
+    COUNT_METRICS,
+    OUTCOME_METRICS,
+    RATE_DOWN_METRICS,
+    RATE_UP_METRICS,
+    SHADOW_METRICS,
+    Criterion,
+)
 
 SegmentKey = str  # canonical "tier=premium|geo=eu" over the spec's segment_by attributes (may be "")
 Scope = tuple[tuple[str, str], ...]  # sorted (attribute, value) pairs; () = everyone
@@ -110,12 +117,40 @@ def merged(stats: Mapping[SegmentKey, VariantStats], scope: Scope,
 
 ExpectedWeight = float | Callable[[Scope], float | None] | None
 
+#: Share of each criterion's alpha spent on recent epochs (the rest goes to the whole-stage test).
+RECENT_SHARE = 0.25
+
+
+def stage_alpha(alpha: float, *, recent: bool) -> float:
+    """The whole-stage test's share of a criterion's alpha."""
+    return alpha * (1 - RECENT_SHARE) if recent else alpha
+
+
+def epoch_alpha(alpha: float, epoch: int) -> float:
+    """Alpha for recent epoch ``epoch`` (1, 2, ...): ``RECENT_SHARE * alpha * 6 / (pi^2 k^2)`` sums to
+    ``RECENT_SHARE * alpha`` over all epochs, so the whole-stage test plus every epoch's test together keep the
+    criterion's false-alarm probability at most ``alpha`` however long the stage runs (each epoch's test is
+    itself anytime-valid on its own data, which no other epoch shares).
+
+    >>> round(sum(epoch_alpha(0.05, k) for k in range(1, 100_000)) / 0.05, 4)
+    0.25
+    """
+    return alpha * RECENT_SHARE * 6 / (math.pi ** 2 * epoch ** 2)
+
+
+def with_alpha(criteria: Iterable[Criterion], spec_alpha: float, scale: Callable[[float], float]) -> list[Criterion]:
+    """Criteria whose statistical tests run at ``scale(alpha)`` (hard limits and the SRM check unchanged)."""
+    return [c if c.metric in COUNT_METRICS or c.metric == "srm" else
+            c.model_copy(update={"alpha": scale(c.alpha or spec_alpha)}) for c in criteria]
+
 
 def test_criterion(c: Criterion, cand: VariantStats, base: VariantStats, alpha: float,
                    expected_weight: float | None = None) -> Any:
-    """Run the criterion's sequential test on one view; returns a ``sequential.Verdict``."""
+    """Run the criterion's sequential test on one view; returns a ``sequential.Verdict``. ``alpha`` is the
+    level for this view, already derived from the criterion's own alpha by the caller (``judge`` divides it
+    across views), so it is used as given."""
     m = c.metric
-    a = c.alpha or alpha
+    a = alpha
     if m in COUNT_METRICS:
         return count_exceeds(cand.safety_failures, cand.requests, base.requests, max_count=c.max_count or 0,
                              metric=m)
@@ -199,13 +234,17 @@ class Judgement:
 def judge(criteria: list[Criterion], views: Mapping[Scope, tuple[VariantStats, VariantStats]],
           cand: Mapping[SegmentKey, VariantStats], base: Mapping[SegmentKey, VariantStats], alpha: float,
           expected_weight: ExpectedWeight = None, *, retest: dict[tuple[str, Scope], int] | None = None,
-          growth: float = 0.02, in_force: Callable[[str], list[Scope]] | None = None) -> Judgement:
+          growth: float = 0.02, in_force: Callable[[str], list[Scope]] | None = None,
+          robust_overall: bool = False) -> Judgement:
     """Test every criterion on every view (candidate, baseline); choose the scopes that explain violations.
 
     ``retest`` remembers the candidate sample size at each (metric, scope)'s last test: a view is tested again
     only once it grew by ``growth`` (2 %). Peeking less often keeps an anytime-valid test valid and keeps the
     per-partial cost flat as the number of views grows. ``in_force(action)`` lists the scopes where an action at
     least that strong already holds: their traffic is set aside when attributing new violations.
+    ``robust_overall`` acts on everyone only when no single segment value explains the violation (see
+    ``concentrated_in``): short windows of data see the overall view cross first, before the guilty segment's
+    own view has the samples to.
     """
     out = Judgement()
     for c in criteria:
@@ -223,7 +262,9 @@ def judge(criteria: list[Criterion], views: Mapping[Scope, tuple[VariantStats, V
             if retest is not None and c.metric not in COUNT_METRICS:  # hard limits are not tests: always checked
                 key = (c.metric, scope)
                 last = retest.get(key)
-                n = vc.requests
+                # outcome metrics grow with outcomes, which may arrive after the last response (a backlog read
+                # partition by partition, or a stage's final outcomes): keyed on requests they were never re-tested
+                n = vc.outcomes if c.metric in OUTCOME_METRICS else vc.requests
                 if last is not None and n < last * (1 + growth) + 10:
                     continue
                 retest[key] = n
@@ -233,6 +274,8 @@ def judge(criteria: list[Criterion], views: Mapping[Scope, tuple[VariantStats, V
             if f.worse:
                 found.append(f)
         held = in_force(c.action) if in_force else []
+        if robust_overall:
+            found = [f for f in found if f.scope or concentrated_in(c, cand, base, a, held) is None]
         out.actions.extend(attribute(c, found, cand, base, a, expected_weight, held))
 
     return out
@@ -258,6 +301,28 @@ def attribute(c: Criterion, worse: list[Finding], cand: Mapping[SegmentKey, Vari
         chosen.append(f)
     # a coarser chosen scope makes finer chosen scopes inside it redundant
     return [f for f in chosen if not any(o is not f and _covers(o.scope, f.scope) for o in chosen)]
+
+
+def beyond_bound(metric: str, v: Any) -> bool:
+    """The point estimate is on the wrong side of the criterion's bound (no test: a direction only)."""
+    effect = v.effect
+    if effect is None or not math.isfinite(effect):
+        return False
+    return bool(effect < -v.bound if metric in RATE_DOWN_METRICS else effect > v.bound)
+
+
+def concentrated_in(c: Criterion, cand: Mapping[SegmentKey, VariantStats], base: Mapping[SegmentKey, VariantStats],
+                    alpha: float, held: Sequence[Scope] = ()) -> Scope | None:
+    """The single segment value whose removal brings an overall violation back within bound, if any: then
+    the regression is that segment's, and acting on everyone would be the wrong-segment action."""
+    children = sorted({((a, v),) for key in cand for a, v in parse_segment_key(key).items()})
+    for scope in children:
+        if scope in held:
+            continue
+        rest = test_criterion(c, merged(cand, (), [*held, scope]), merged(base, (), [*held, scope]), alpha)
+        if not beyond_bound(c.metric, rest):
+            return scope
+    return None
 
 
 def _covers(outer: Scope, inner: Scope) -> bool:

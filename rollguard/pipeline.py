@@ -23,7 +23,19 @@ import orjson
 from pydantic import ValidationError
 
 from rollguard import policy
-from rollguard.analysis import Finding, Scope, SegmentKey, judge, parse_segment_key, scope_text, scopes_of, segment_key
+from rollguard.analysis import (
+    Finding,
+    Scope,
+    SegmentKey,
+    epoch_alpha,
+    judge,
+    parse_segment_key,
+    scope_text,
+    scopes_of,
+    segment_key,
+    stage_alpha,
+    with_alpha,
+)
 from rollguard.contracts import (
     PARTIAL_SCHEMA,
     REQUEST_SCHEMA,
@@ -46,7 +58,7 @@ from rollguard.guards import Finding as GuardFinding
 from rollguard.guards import GuardItem, GuardSet, build_guard_set
 from rollguard.policy import Decision, RolloutState
 from rollguard.signing import Signer
-from rollguard.spec import Criterion, RolloutSpec
+from rollguard.spec import COUNT_METRICS, Criterion, RolloutSpec
 
 log = logging.getLogger(__name__)
 
@@ -539,9 +551,15 @@ class FeatureRuntime:
     views: dict[str, dict[Scope, VariantStats]] = field(default_factory=dict)
     attrs: list[str] | None = None
     retest: dict[tuple[str, Scope], int] = field(default_factory=dict)
+    # the current recent epoch (see RolloutSpec.recent_epoch): its index is checkpointed, its data is not
+    # (a restored runtime starts the next epoch, with its own alpha)
+    epoch: int = 1
+    recent_stats: dict[str, dict[SegmentKey, VariantStats]] = field(default_factory=dict)
+    recent_views: dict[str, dict[Scope, VariantStats]] = field(default_factory=dict)
+    recent_retest: dict[tuple[str, Scope], int] = field(default_factory=dict)
 
     def add(self, seg: SegmentKey, arm: str, s: VariantStats, attrs: list[str]) -> None:
-        """Fold one partial entry into the stage totals and into every view it belongs to."""
+        """Fold one partial entry into the stage totals, the recent epoch, and every view it belongs to."""
         if self.attrs != attrs:
             self.rebuild_views(attrs)
         self.stage_stats.setdefault(arm, {}).setdefault(seg, VariantStats()).merge(s)
@@ -551,16 +569,31 @@ class FeatureRuntime:
             if v is None:
                 v = views[scope] = VariantStats()
             v.merge(s)
+        # the recent epoch is judged on the overall view (its segments only serve attribution)
+        self.recent_stats.setdefault(arm, {}).setdefault(seg, VariantStats()).merge(s)
+        self.recent_views.setdefault(arm, {}).setdefault((), VariantStats()).merge(s)
 
     def rebuild_views(self, attrs: list[str]) -> None:
         self.attrs = list(attrs)
         self.views = {}
         self.retest = {}
+        self.recent_views = {}
+        self.recent_retest = {}
         for arm, segs in self.stage_stats.items():
             views = self.views.setdefault(arm, {})
             for seg, s in segs.items():
                 for scope in scopes_of(parse_segment_key(seg), attrs):
                     views.setdefault(scope, VariantStats()).merge(s)
+        for arm, segs in self.recent_stats.items():
+            for s in segs.values():
+                self.recent_views.setdefault(arm, {}).setdefault((), VariantStats()).merge(s)
+
+    def next_epoch(self) -> None:
+        """Close the recent epoch: the next one starts empty and tests at its own (smaller) alpha."""
+        self.epoch += 1
+        self.recent_stats = {}
+        self.recent_views = {}
+        self.recent_retest = {}
 
     def new_stage(self) -> None:
         """A stage change starts new tests: the cumulative view restarts from the stage's first event."""
@@ -568,6 +601,10 @@ class FeatureRuntime:
         self.maturing = {}
         self.views = {}
         self.retest = {}
+        self.epoch = 1
+        self.recent_stats = {}
+        self.recent_views = {}
+        self.recent_retest = {}
         self.rollout.verdicts = {}
 
     def hold_outcomes(self, window: int, seg: SegmentKey, arm: str, outcomes: VariantStats) -> None:
@@ -596,7 +633,7 @@ class FeatureRuntime:
                          for w, arms in self.maturing.items()},
             "watermarks": self.watermarks, "clock": self.clock, "partials": self.partials,
             "duplicate_partials": self.duplicate_partials, "overlapping_partials": self.overlapping_partials,
-            "seen_partials": self.seen_partials,
+            "seen_partials": self.seen_partials, "epoch": self.epoch,
         })
 
     @classmethod
@@ -613,6 +650,7 @@ class FeatureRuntime:
             watermarks=d["watermarks"], clock=d["clock"], partials=d["partials"],
             duplicate_partials=d["duplicate_partials"], overlapping_partials=d["overlapping_partials"],
             seen_partials=d.get("seen_partials", []),
+            epoch=int(d.get("epoch", 0)) + 1,  # the saved epoch's data is gone: go on with a fresh one
         )
 
 
@@ -778,13 +816,17 @@ class Analyzer:
                     return stage.weight
                 return st.weight(scope) if any(k in stage.segments for k, _ in scope) else None
 
-            j = judge(criteria, views, cand, base, spec.alpha, expected_weight=expected, retest=rt.retest,
-                      in_force=st.held)
+            recent = spec.recent_epoch > 0
+            j = judge(with_alpha(criteria, spec.alpha, lambda a: stage_alpha(a, recent=recent)), views, cand, base,
+                      spec.alpha, expected_weight=expected, retest=rt.retest, in_force=st.held)
             for f in j.findings:
                 ev = f.evidence()
                 st.verdicts[f"{f.criterion.metric}|{scope_text(f.scope)}"] = {
                     k: ev[k] for k in ("outcome", "canary", "baseline", "n", "n_baseline", "p", "interval")}
-            decisions = policy.decide(st, spec, j.actions, now=now, event_time=event_time)
+            actions = list(j.actions)
+            if recent:
+                actions.extend(self._recent(spec, rt, cand_arm, criteria, expected, shadow=stage.mode == "shadow"))
+            decisions = policy.decide(st, spec, actions, now=now, event_time=event_time)
         last = spec.stages[-1].name == stage.name
         # input-only drift: the population shifted; do not promote on it (harm criteria above still act)
         if not decisions and not last and not self.drift.holding(spec.feature, ()):
@@ -798,6 +840,28 @@ class Analyzer:
                 decisions = policy.revert_for_traffic(st, spec, stage, candidate_n=n, clock=rt.clock, now=now,
                                                       event_time=event_time)
         return self._publish(decisions)
+
+    def _recent(self, spec: RolloutSpec, rt: FeatureRuntime, cand_arm: str, criteria: list[Criterion],
+                expected: Callable[[Scope], float | None], *, shadow: bool) -> list[Finding]:
+        """The same criteria on the current recent epoch alone, overall view only, at that epoch's alpha; then
+        roll the epoch over once it holds ``recent_epoch`` candidate responses. A late regression of everyone is
+        what the whole-stage test is slow to see (its healthy start dilutes it); a segment's regression is the
+        segment views' job, so the epoch acts on everyone only when no single segment value explains it. Hard
+        limits and the SRM check are whole-stage only."""
+        vc = rt.recent_views.get(cand_arm, {})
+        vb = rt.recent_views.get(spec.baseline, {})
+        if () not in vc or () not in vb:
+            return []
+        tested = [c for c in criteria if c.metric not in COUNT_METRICS and c.metric != "srm"]
+        views = {(): (vc[()], vb[()])}
+        k = rt.epoch
+        j = judge(with_alpha(tested, spec.alpha, lambda a: epoch_alpha(a, k)), views,
+                  rt.recent_stats.get(cand_arm, {}), rt.recent_stats.get(spec.baseline, {}), spec.alpha,
+                  expected_weight=expected, retest=rt.recent_retest, in_force=rt.rollout.held, robust_overall=True)
+        overall = vc.get((), VariantStats())
+        if (overall.pairs if shadow else overall.requests) >= spec.recent_epoch:
+            rt.next_epoch()
+        return j.actions
 
     def request(self, spec: RolloutSpec, rt: FeatureRuntime, req: ControlRequest,
                 *, now: datetime | None = None) -> list[Emit]:

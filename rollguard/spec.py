@@ -168,6 +168,11 @@ class RolloutSpec(_Model):
     stages: list[Stage] = Field(min_length=1)
     criteria: list[Criterion] = Field(default_factory=list)
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    recent_epoch: int = Field(
+        default=1000, ge=0,
+        description="candidate responses per recent epoch: each criterion is also tested on the current epoch "
+                    "alone (tumbling, alpha spent across epochs), so a regression that starts late in a long "
+                    "stage is not diluted by its healthy start; 0 tests the whole stage only")
     outcome_delay: timedelta = Field(default=timedelta(0), description="judge outcomes only this old")
     on_critical_guard: ActionName | None = Field(
         default=None, description="act on a critical guard finding in the candidate at once")

@@ -169,7 +169,7 @@ class RolloutSpec(_Model):
     criteria: list[Criterion] = Field(default_factory=list)
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     recent_epoch: int = Field(
-        default=1000, ge=0,
+        default=2000, ge=0,
         description="candidate responses per recent epoch: each criterion is also tested on the current epoch "
                     "alone (tumbling, alpha spent across epochs), so a regression that starts late in a long "
                     "stage is not diluted by its healthy start; 0 tests the whole stage only")

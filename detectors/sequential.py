@@ -379,17 +379,23 @@ def rate_increase(
     >>> rate_increase(1, 10, 0, 10, max_increase=0.0).outcome
     'insufficient'
     """
+    return _rate_test(x_c, n_c, x_b, n_b, bound=max_increase, worse_if_above=True, reported_bound=max_increase,
+                      alpha=alpha, min_n=min_n, tau=tau, metric=metric)
+
+
+def _rate_test(x_c: int, n_c: int, x_b: int, n_b: int, *, bound: float, worse_if_above: bool,
+               reported_bound: float, alpha: float, min_n: int, tau: Tau, metric: str) -> Verdict:
+    """The difference of two rates against ``bound``, shared by both rate tests (checks, then decide)."""
     _check_alpha(alpha)
     _check_counts(x_c, n_c)
     _check_counts(x_b, n_b)
     pc = x_c / n_c if n_c else math.nan
     pb = x_b / n_b if n_b else math.nan
     if n_c < max(min_n, 1) or n_b < max(min_n, 1):
-        return _insufficient(metric, pc, pb, pc - pb, n_c, n_b, max_increase, ratio=False)
+        return _insufficient(metric, pc, pb, pc - pb, n_c, n_b, reported_bound, ratio=False)
     var = float(rate_variance(x_c, n_c, x_b, n_b))
-    return _decide(
-        metric, pc, pb, pc - pb, var, n_c, n_b, bound=max_increase, worse_if_above=True, tau=tau, alpha=alpha
-    )
+    return _decide(metric, pc, pb, pc - pb, var, n_c, n_b, bound=bound, worse_if_above=worse_if_above, tau=tau,
+                   alpha=alpha, reported_bound=reported_bound)
 
 
 def rate_non_inferiority(
@@ -415,30 +421,10 @@ def rate_non_inferiority(
     >>> rate_non_inferiority(4000, 5000, 4000, 5000, margin=0.05).outcome
     'not_worse'
     """
-    _check_alpha(alpha)
-    _check_counts(x_c, n_c)
-    _check_counts(x_b, n_b)
     if margin < 0:
         raise ValueError("margin must be >= 0")
-    pc = x_c / n_c if n_c else math.nan
-    pb = x_b / n_b if n_b else math.nan
-    if n_c < max(min_n, 1) or n_b < max(min_n, 1):
-        return _insufficient(metric, pc, pb, pc - pb, n_c, n_b, margin, ratio=False)
-    var = float(rate_variance(x_c, n_c, x_b, n_b))
-    return _decide(
-        metric,
-        pc,
-        pb,
-        pc - pb,
-        var,
-        n_c,
-        n_b,
-        bound=-margin,
-        worse_if_above=False,
-        tau=tau,
-        alpha=alpha,
-        reported_bound=margin,
-    )
+    return _rate_test(x_c, n_c, x_b, n_b, bound=-margin, worse_if_above=False, reported_bound=margin,
+                      alpha=alpha, min_n=min_n, tau=tau, metric=metric)
 
 
 # --------------------------------------------------------------------------------------------------

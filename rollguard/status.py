@@ -6,15 +6,13 @@ after each step, so the current state can be read without asking a worker anythi
 
 from __future__ import annotations
 
-import time
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from rollguard.config import Settings
 from rollguard.pipeline import FeatureRuntime
 from rollguard.policy import scope_of_text
+from rollguard.topics import read_to_end
 
 
 def changelog_topic(settings: Settings) -> str:
@@ -23,33 +21,12 @@ def changelog_topic(settings: Settings) -> str:
 
 def read_states(settings: Settings, timeout: float = 10.0) -> dict[str, FeatureRuntime]:
     """The last checkpoint of every feature in the changelog (all partitions, to the end)."""
-    topic = changelog_topic(settings)
-    c = Consumer(settings.librdkafka(**{"group.id": f"rollguard-status-{time.time_ns()}", "enable.auto.commit": False,
-                                         "enable.partition.eof": True}))
-    try:
-        md = c.list_topics(topic, timeout=timeout)
-        if topic not in md.topics or md.topics[topic].error:
-            return {}
-        parts = list(md.topics[topic].partitions)
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        latest: dict[str, bytes] = {}
-        done: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(done) < len(parts) and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    done.add(m.partition() or 0)
-                continue
-            key, value = m.key(), m.value()
-            if key is not None and value:
-                latest[key.decode()] = value
-        return {k: FeatureRuntime.from_bytes(v) for k, v in latest.items()}
-    finally:
-        c.close()
+    latest: dict[str, bytes] = {}
+    for m in read_to_end(settings, changelog_topic(settings), timeout=timeout):
+        key, value = m.key(), m.value()
+        if key is not None and value:
+            latest[key.decode()] = value
+    return {k: FeatureRuntime.from_bytes(v) for k, v in latest.items()}
 
 
 def render(states: dict[str, FeatureRuntime], console: Console) -> None:

@@ -1,11 +1,14 @@
-"""Every topic rollguard uses, with its partitions and configs, created idempotently via AdminClient."""
+"""Every topic rollguard uses, with its partitions and configs, created idempotently via AdminClient; and
+reading a topic to its end (state that lives in a topic)."""
 
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from rollguard.config import Settings
@@ -101,8 +104,6 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> dict[str, str
 
 
 def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         md = admin.list_topics(timeout=timeout).topics
@@ -112,6 +113,41 @@ def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> 
             missing = [n for n in names if n not in md]
             raise TimeoutError(f"topics not visible after {timeout}s: {missing}")
         time.sleep(0.1)
+
+
+def read_to_end(settings: Settings, topic: str, *, tail: int | None = None,
+                timeout: float = 15.0) -> Iterator[Message]:
+    """Every record of ``topic`` (or only the last ``tail`` of each partition) up to the end it had when the
+    read began, in partition order; a throw-away group, nothing committed. Stops at ``timeout`` overall.
+    For state kept in a topic (checkpoints, published partials) that a process reads once at start."""
+    c = Consumer(settings.librdkafka(**{"group.id": f"{settings.app_id}-read-{time.time_ns()}",
+                                         "enable.auto.commit": False, "enable.partition.eof": True}))
+    try:
+        md = c.list_topics(topic, timeout=timeout)
+        if topic not in md.topics or md.topics[topic].error:
+            return
+        assign = []
+        for p in md.topics[topic].partitions:
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if hi > lo:
+                assign.append(TopicPartition(topic, p, lo if tail is None else max(lo, hi - tail)))
+        if not assign:
+            return
+        c.assign(assign)
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(done) < len(assign) and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    done.add(m.partition() or 0)
+                continue
+            yield m
+    finally:
+        c.close()
 
 
 def delete_topics(settings: Settings, *, timeout: float = 30.0) -> None:

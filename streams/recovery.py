@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from rollguard.config import Settings
 from rollguard.pipeline import IngestFold, expand_runs
+from rollguard.topics import read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -59,48 +60,21 @@ def published_offsets(settings: Settings, *, committed: Mapping[str, int] | None
                       timeout: float = 15.0) -> Published:
     """Response marks and joined outcome offsets from the partials topic tail. Outcome offsets below the
     group's ``committed`` offset of their partition are dropped (they are never read again)."""
-    topic = settings.topics.partials
     committed = committed or {}
-    c = Consumer(settings.librdkafka(**{"group.id": f"{settings.app_id}-recovery-{time.time_ns()}",
-                                         "enable.auto.commit": False, "enable.partition.eof": True}))
     out = Published()
-    try:
-        md = c.list_topics(topic, timeout=timeout)
-        if topic not in md.topics or md.topics[topic].error:
-            return out
-        assign = []
-        for p in md.topics[topic].partitions:
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if hi > lo:
-                assign.append(TopicPartition(topic, p, max(lo, hi - tail)))
-        if not assign:
-            return out
-        c.assign(assign)
-        done: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(done) < len(assign) and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    done.add(m.partition() or 0)
-                continue
-            try:
-                body = orjson.loads(m.value() or b"")
-                feature, source = body["feature"], body.get("source") or {}
-                joined = body.get("joined") or {}
-                mine = out.marks.setdefault(feature, {})
-                for tp, (_lo, hi) in source.items():
-                    if hi > mine.get(tp, -1):
-                        mine[tp] = hi
-                for tp, runs in joined.items():
-                    out.joined.setdefault(tp, set()).update(expand_runs(runs, at_least=committed.get(tp, 0)))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # control requests share the topic; anything else is not ours to judge here
-    finally:
-        c.close()
+    for m in read_to_end(settings, settings.topics.partials, tail=tail, timeout=timeout):
+        try:
+            body = orjson.loads(m.value() or b"")
+            feature, source = body["feature"], body.get("source") or {}
+            joined = body.get("joined") or {}
+            mine = out.marks.setdefault(feature, {})
+            for tp, (_lo, hi) in source.items():
+                if hi > mine.get(tp, -1):
+                    mine[tp] = hi
+            for tp, runs in joined.items():
+                out.joined.setdefault(tp, set()).update(expand_runs(runs, at_least=committed.get(tp, 0)))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # control requests share the topic; anything else is not ours to judge here
     log.info("ingest recovery: published offsets for %d feature(s), %d joined outcome(s) not yet committed",
              len(out.marks), sum(len(v) for v in out.joined.values()))
     return out

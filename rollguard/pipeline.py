@@ -853,7 +853,7 @@ class Analyzer:
         if () not in vc or () not in vb:
             return []
         tested = [c for c in criteria if c.metric not in COUNT_METRICS and c.metric != "srm"]
-        views = {(): (vc[()], vb[()])}
+        views: dict[Scope, tuple[VariantStats, VariantStats]] = {(): (vc[()], vb[()])}
         k = rt.epoch
         j = judge(with_alpha(tested, spec.alpha, lambda a: epoch_alpha(a, k)), views,
                   rt.recent_stats.get(cand_arm, {}), rt.recent_stats.get(spec.baseline, {}), spec.alpha,

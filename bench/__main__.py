@@ -1,6 +1,6 @@
 """Run every benchmark (quick variants) and write bench/results/summary.md.
 
-    .venv/bin/python -m bench            # from the repository root; ~3-4 minutes on 2 cores, needs the broker
+    .venv/bin/python -m bench            # from the repository root; ~8 minutes on 2 cores, needs the broker
 
 Each benchmark runs as its own process (``python bench/<file>.py``, the way its docstring says to run it).
 Quick-mode JSON goes to bench/results/quick/ so it never overwrites a full run's bench/results/<name>.json
@@ -25,6 +25,10 @@ BENCHES: list[tuple[str, str, list[str]]] = [
      ["--quick", "--out", "bench/results/quick/statistics.json"]),
     ("detectors", "Drift detectors", ["--quick", "--out", "bench/results/quick/detectors.json"]),
     ("guards", "Guards", []),
+    ("scenarios", "Scenario suite against the comparators",
+     ["--quick", "--out", "bench/results/quick/scenarios.json"]),
+    ("segments", "Memory per active segment", ["--quick"]),
+    ("profile_ingest", "Per-record ingest cost, in-process", ["--records", "20000"]),
     ("ingest", "Ingest throughput (real broker)", ["--quick", "--out", "quick/ingest"]),
     ("reaction", "Reaction time (real broker)", ["--quick", "--out", "quick/reaction"]),
 ]

@@ -18,6 +18,12 @@ from ddsketch.mapping import LogarithmicMapping
 RELATIVE_ACCURACY = 0.01
 _MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 _ZERO = -(2**31)  # bucket key for values too small for the log mapping (0 ms latencies)
+# ``_MAPPING.key(v)`` is ``int(ceil(log(v, 2) * multiplier) + offset)`` (ddsketch's LogarithmicMapping); ingest
+# adds one latency per response, so ``QuantileSketch.add`` evaluates that expression itself instead of two
+# Python method calls. A unit test holds the two to the same keys.
+_KEY_MULTIPLIER: float = _MAPPING._multiplier
+_KEY_OFFSET: float = _MAPPING._offset
+_MIN_POSSIBLE: float = _MAPPING.min_possible
 
 
 class QuantileSketch:
@@ -43,7 +49,7 @@ class QuantileSketch:
         self.count = 0
 
     def add(self, value: float) -> None:
-        key = _MAPPING.key(value) if value > _MAPPING.min_possible else _ZERO
+        key = int(math.ceil(math.log(value, 2) * _KEY_MULTIPLIER) + _KEY_OFFSET) if value > _MIN_POSSIBLE else _ZERO
         bins = self.bins
         bins[key] = bins.get(key, 0) + 1
         self.count += 1
@@ -209,19 +215,34 @@ class VariantStats:
             self.refusals += 1
         if critical:
             self.safety_failures += 1
-        gf = self.guard_failures
-        for g in guards:
-            gf[g] = gf.get(g, 0) + 1
+        if guards:
+            gf = self.guard_failures
+            for g in guards:
+                gf[g] = gf.get(g, 0) + 1
         if latency_ms is not None:
             self.latency.add(latency_ms)
+        # Moments.add written out (the same operations in the same order): ingest calls this once per response,
+        # and the four method calls were ~0.1 µs of its ~0.9
         if cost_usd is not None:
-            self.cost.add(cost_usd)
+            m = self.cost
+            m.n += 1
+            m.sum += cost_usd
+            m.sumsq += cost_usd * cost_usd
         if input_tokens is not None:
-            self.input_tokens.add(input_tokens)
+            m = self.input_tokens
+            m.n += 1
+            m.sum += input_tokens
+            m.sumsq += input_tokens * input_tokens
         if output_tokens is not None:
-            self.output_tokens.add(output_tokens)
+            m = self.output_tokens
+            m.n += 1
+            m.sum += output_tokens
+            m.sumsq += output_tokens * output_tokens
         if output_chars is not None:
-            self.output_chars.add(output_chars)
+            m = self.output_chars
+            m.n += 1
+            m.sum += output_chars
+            m.sumsq += output_chars * output_chars
 
     def add_outcome(self, *, task_success: bool | None, escalated: bool | None,
                     feedback: float | None) -> None:

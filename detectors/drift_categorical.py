@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Mapping
 
 from scipy import stats
@@ -31,6 +33,12 @@ _SCRIPT_RANGES: tuple[tuple[int, int, str], ...] = (
 )
 
 
+# The ranges are sorted and disjoint, so a binary search finds the one range a code point can fall in.
+_SCRIPT_STARTS = tuple(lo for lo, _, _ in _SCRIPT_RANGES)
+_SCRIPT_ENDS = tuple(hi for _, hi, _ in _SCRIPT_RANGES)
+_SCRIPT_NAMES = tuple(name for _, _, name in _SCRIPT_RANGES)
+
+
 def script_of(text: str, prefix: int = 64) -> str:
     """Majority Unicode script among the letters of ``text[:prefix]``.
 
@@ -43,17 +51,21 @@ def script_of(text: str, prefix: int = 64) -> str:
     >>> script_of("こんにちは世界"), script_of("1234 !!"), script_of("مرحبا")
     ('kana', 'none', 'arabic')
     """
+    head = text[:prefix]
+    if head.isascii():
+        # ingest calls this on sampled prompts, mostly ASCII: the only ASCII letters are A-Z and a-z (all
+        # "latin"), and an ASCII string has one exactly when upper- and lower-casing it differ
+        return "latin" if head.upper() != head.lower() else "none"
     counts: dict[str, int] = {}
-    for ch in text[:prefix]:
+    # each distinct character once (Counter counts in C, in order of first occurrence, so scripts enter
+    # ``counts`` in the same order as a walk over the characters and max() breaks ties alike)
+    for ch, k in Counter(head).items():
         if not ch.isalpha():
             continue
         cp = ord(ch)
-        name = "other"
-        for lo, hi, s in _SCRIPT_RANGES:
-            if lo <= cp <= hi:
-                name = s
-                break
-        counts[name] = counts.get(name, 0) + 1
+        i = bisect_right(_SCRIPT_STARTS, cp) - 1
+        name = _SCRIPT_NAMES[i] if i >= 0 and cp <= _SCRIPT_ENDS[i] else "other"
+        counts[name] = counts.get(name, 0) + k
     if not counts:
         return "none"
     if "kana" in counts and "cjk" in counts:

@@ -338,7 +338,7 @@ class HyperscanScanner(ReScanner):
         except UnicodeEncodeError:
             return None
         raw: list[tuple[int, int, int]] = []
-        self._db.scan(data, match_event_handler=_on_match, context=raw)
+        self._db.scan(data, _on_match, 0, raw)  # positional: keyword parsing costs ~0.25 µs a scan
         return self._regions_of(text, data, raw) if raw else []
 
     def _regions_of(
@@ -429,7 +429,7 @@ class HyperscanScanner(ReScanner):
             else:  # the common case, inlined: ASCII text (encodes exactly), hyperscan only
                 data = text.encode()
                 raw: list[tuple[int, int, int]] = []
-                self._db.scan(data, match_event_handler=_on_match, context=raw)
+                self._db.scan(data, _on_match, 0, raw)  # positional: keyword parsing costs ~0.25 µs a scan
                 if not raw:
                     return []
                 candidates = self._regions_of(text, data, raw)

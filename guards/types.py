@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -30,7 +30,7 @@ class Severity(StrEnum):
 _RANK = {Severity.INFO: 0, Severity.WARN: 1, Severity.CRITICAL: 2}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class GuardItem:
     """One response as a guard sees it; the core builds it from the wire model.
 
@@ -50,6 +50,28 @@ class GuardItem:
     error: str | None = None
     fallback: bool = False
     refused: bool | None = None
+
+    def __init__(
+        self, output: str, input: str = "", latency_ms: float | None = None, input_tokens: int | None = None,
+        output_tokens: int | None = None, cost_usd: float | None = None, error: str | None = None,
+        fallback: bool = False, refused: bool | None = None,
+    ) -> None:  # fmt: skip
+        """The dataclass ``__init__``, written out: ingest builds one item per response, and a frozen
+        dataclass sets each field through ``object.__setattr__`` (~0.3 µs more per item); the slot
+        descriptors set them directly, as ``new_finding`` does for findings."""
+        s0, s1, s2, s3, s4, s5, s6, s7, s8 = _SET_ITEM_FIELDS
+        s0(self, output)
+        s1(self, input)
+        s2(self, latency_ms)
+        s3(self, input_tokens)
+        s4(self, output_tokens)
+        s5(self, cost_usd)
+        s6(self, error)
+        s7(self, fallback)
+        s8(self, refused)
+
+
+_SET_ITEM_FIELDS = tuple(getattr(GuardItem, f.name).__set__ for f in fields(GuardItem))
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,6 +248,13 @@ _KIND_BY_SCHEMA: dict[str, type[_Wire]] = {
 }
 
 
+#: schema -> the model's pydantic-core validator (``model_validate`` is a Python wrapper around it, ~0.3 µs a
+#: record on the ingest path)
+_VALIDATORS: dict[str, Any] = {
+    schema: model.__pydantic_validator__.validate_python for schema, model in _KIND_BY_SCHEMA.items()
+}
+
+
 def encode(model: BaseModel) -> bytes:
     """The one encoder: orjson over pydantic's JSON-mode dump (by alias, so ``schema`` is on the wire)."""
     return orjson.dumps(model.model_dump(mode="json", by_alias=True, exclude_none=False))
@@ -287,11 +294,11 @@ def decode(raw: bytes | None, *, max_bytes: int = 1_048_576,
     schema = obj.get("schema")
     if not isinstance(schema, str):
         raise ContractError("missing schema")
-    model = _KIND_BY_SCHEMA.get(schema)
-    if model is None or schema not in expect:
+    validate = _VALIDATORS.get(schema)
+    if validate is None or schema not in expect:
         raise ContractError(f"unsupported schema: {schema[:80]!r}")
     try:
-        return model.model_validate(obj)
+        return validate(obj)
     except ValidationError as exc:
         raise ContractError(f"invalid {schema}: {_first_error(exc)}") from None
     except (RecursionError, ValueError, TypeError) as exc:  # pathological nesting and friends

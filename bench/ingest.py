@@ -3,11 +3,12 @@
 Same topic contents (seeded ``rollguard.simulate.Traffic`` responses + outcomes, orjson-encoded, keyed by
 request_id, 4 partitions each) read by:
 
-  (c) the rollguard worker (``python -m rollguard.cli worker``, a subprocess): started on empty topics, warmed up
-      with a small batch until its group has committed the end (so start-up, group join and recovery are
-      excluded), then the N records are produced as fast as possible; time = first produce -> the worker's
-      last partial aggregate (its CreateTime), cross-checked by the time its committed offsets reach the end
-      (which lags by up to the 0.5 s commit interval);
+  (c) the rollguard worker (``python -m rollguard.cli worker``, a subprocess; ingest is its confluent-kafka loop,
+      ``rollguard.streams.ingest``, the analysis a Faust agent): started on empty topics, warmed up with a small
+      batch until its ingest group has committed the end (so start-up, group join and recovery are excluded),
+      then the N records are produced as fast as possible; time = first produce -> the worker's last partial
+      aggregate (its CreateTime), cross-checked by the time its committed offsets reach the end (the loop
+      commits after each batch's partials are delivered);
   (a) a raw confluent-kafka Consumer doing nothing with the records (``consume(10000)`` batches, and a
       per-message ``poll()`` variant), time = first batch -> last record, records after the first batch;
   (b) a bare Faust agent (``take_events(5000, within=0.25)``, body ``pass``, same app settings as the worker),
@@ -76,7 +77,7 @@ def _fold(settings: Any) -> Any:
 
 
 def _run_fold(fold: Any, records: list[tuple[str, bytes, bytes]], batch: int = 5000) -> int:
-    """What the ingest agent does per batch: process each record, then flush the partials."""
+    """What the ingest loop does per batch: process each record, then flush the partials."""
     offsets: dict[str, int] = {}
     emitted = 0
     for i, (topic, key, value) in enumerate(records):
@@ -130,7 +131,7 @@ def worker_run(settings: Any, warm: list[tuple[str, bytes, bytes]], main: list[t
     priv, _pub = generate_keypair()
     t_spawn = time.monotonic()
     proc = spawn_worker(settings, SPEC, "bench", priv)
-    watch = GroupWatch(settings, settings.app_id, [settings.topics.pairs, settings.topics.outcomes])
+    watch = GroupWatch.worker(settings, [settings.topics.pairs, settings.topics.outcomes])
     prod = producer(settings)
     try:
         produce_all(prod, warm)

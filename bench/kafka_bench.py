@@ -118,24 +118,46 @@ def produce_all(prod: Any, records: Sequence[tuple[str, bytes, bytes]], flush: b
             raise RuntimeError(f"{left} records not delivered")
 
 
-class GroupWatch:
-    """Committed offsets of a consumer group (one long-lived client, so polling it is cheap)."""
+def worker_groups(settings: Any, topics: Sequence[str]) -> dict[str, list[str]]:
+    """Which consumer group of a worker reads each topic: pairs/outcomes the ingest loop's, the rest Faust's."""
+    from rollguard.streams.ingest import ingest_group_id
 
-    def __init__(self, settings: Any, group: str, topics: Sequence[str]) -> None:
+    ingest = {settings.topics.pairs, settings.topics.outcomes}
+    out: dict[str, list[str]] = {}
+    for t in topics:
+        out.setdefault(ingest_group_id(settings) if t in ingest else settings.app_id, []).append(t)
+    return out
+
+
+class GroupWatch:
+    """Committed offsets of consumer groups (one long-lived client per group, so polling them is cheap).
+
+    ``groups`` maps a group id to the topics it reads; ``GroupWatch.worker(settings, topics)`` picks the right
+    group of a rollguard worker for each topic."""
+
+    def __init__(self, settings: Any, groups: dict[str, list[str]]) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
-        self._c = Consumer(settings.librdkafka(**{"group.id": group, "enable.auto.commit": False}))
-        md = self._c.list_topics(timeout=10)
-        self.tps = [TopicPartition(t, p) for t in topics for p in sorted(md.topics[t].partitions)]
+        self._cs: list[tuple[Any, list[Any]]] = []
+        for group, topics in groups.items():
+            c = Consumer(settings.librdkafka(**{"group.id": group, "enable.auto.commit": False}))
+            md = c.list_topics(timeout=10)
+            self._cs.append((c, [TopicPartition(t, p) for t in topics for p in sorted(md.topics[t].partitions)]))
+        self.tps = [tp for _c, tps in self._cs for tp in tps]
+
+    @classmethod
+    def worker(cls, settings: Any, topics: Sequence[str]) -> GroupWatch:
+        return cls(settings, worker_groups(settings, topics))
 
     def ends(self) -> dict[tuple[str, int], int]:
         from confluent_kafka import TopicPartition
 
-        return {(tp.topic, tp.partition): self._c.get_watermark_offsets(
-            TopicPartition(tp.topic, tp.partition), timeout=10)[1] for tp in self.tps}
+        return {(tp.topic, tp.partition): c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                                  timeout=10)[1]
+                for c, tps in self._cs for tp in tps}
 
     def committed(self) -> dict[tuple[str, int], int]:
-        return {(tp.topic, tp.partition): tp.offset for tp in self._c.committed(self.tps, timeout=10)}
+        return {(tp.topic, tp.partition): tp.offset for c, tps in self._cs for tp in c.committed(tps, timeout=10)}
 
     def lag(self, ends: dict[tuple[str, int], int] | None = None) -> int | None:
         """Unconsumed records up to ``ends`` (default: now); None while a non-empty partition has no commit."""
@@ -163,7 +185,8 @@ class GroupWatch:
         raise TimeoutError(f"consumer group did not catch up within {timeout}s (lag {self.lag(ends)})")
 
     def close(self) -> None:
-        self._c.close()
+        for c, _tps in self._cs:
+            c.close()
 
 
 def read_topic(settings: Any, topic: str, idle: float = 0.5, timeout: float = 30.0) -> list[Any]:

@@ -153,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ControlSubscriber(settings, verifier=Verifier({"bench": pub}), on_change=cmds.put)
     proc = spawn_worker(settings, spec_dir, "bench", priv)
     bg: Background | None = None
-    watch = GroupWatch(settings, settings.app_id,
-                       [settings.topics.pairs, settings.topics.outcomes, settings.topics.partials])
+    watch = GroupWatch.worker(settings, [settings.topics.pairs, settings.topics.outcomes, settings.topics.partials])
     trials: list[dict[str, Any]] = []
     wall_minus_mono = time.time() - time.monotonic()
     try:

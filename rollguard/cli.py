@@ -41,10 +41,10 @@ def worker(
     spec: Annotated[Path, typer.Option("--spec", help="rollout spec file or directory of specs")],
     bootstrap: Bootstrap = None,
     prefix: Prefix = None,
-    app_id: Annotated[str | None, typer.Option(help="consumer group / changelog namespace")] = None,
+    app_id: Annotated[str | None, typer.Option(help="consumer groups (ID, ID-ingest) / changelog namespace")] = None,
     loglevel: str = "info",
 ) -> None:
-    """Run the Faust worker (ingest + analyze agents)."""
+    """Run the worker: the ingest loop (confluent-kafka, own thread) and the Faust analysis agent."""
     from rollguard.pipeline import SpecBook
     from rollguard.signing import Signer, SigningError
     from rollguard.spec import SpecError, load_specs

@@ -1,14 +1,20 @@
-"""The Faust runtime: topics, one changelog-backed table, and two thin agents around ``rollguard.pipeline``.
+"""The Faust runtime of the analysis (topics, changelog-backed tables, timers), plus the ingest loop's thread.
+
+Ingest is not a Faust agent (DESIGN.md draws one): Faust's consumer path measured at 0.03 of a raw
+confluent-kafka consume here, so ``rollguard.streams.ingest.IngestLoop`` reads ``pairs``/``outcomes`` with a plain
+confluent-kafka consumer (group ``<app_id>-ingest``) in a thread of this process, sharing the ``IngestFold``.
 
 Processing guarantee: at-least-once, made safe by design rather than by Faust's ``exactly_once`` (which has
 open duplicate bugs, faust-streaming #517/#323):
 
-- ingest acks a batch of records only after the partial aggregate folding them has been delivered
-  (``take_events`` acks after the loop body), so a crash loses nothing; records re-read after a crash
-  produce partials whose offset ranges the analysis recognises: fully-seen ones are skipped, overlapping
-  ones are counted (``overlapping_partials``) and bounded by the commit interval;
-- analyze publishes a decision before checkpointing the feature's state; a crash in between re-publishes
-  the same command (same deterministic ``command_id``, same ``seq``), which subscribers reject as a replay.
+- ingest commits a batch's input offsets only after every partial (and DLQ record, alert) it produced has been
+  delivered, and never past an outcome still waiting for its response, so a crash loses nothing; on start-up
+  and on every assignment it reads the published partials back and skips re-read records they already hold;
+  what is left re-read produces partials whose offset ranges the analysis recognises (``overlapping_partials``);
+- analyze (a Faust agent on ``partials``) publishes a decision before checkpointing the feature's state; a crash
+  in between re-publishes the same command (same deterministic ``command_id``, same ``seq``), which
+  subscribers reject as a replay; a batch is acked only once its checkpoints are delivered (``drain_producer``:
+  Faust's own flush may return before they are).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Iterable
 from typing import Any
@@ -26,11 +33,10 @@ import orjson
 from rollguard.config import Settings
 from rollguard.pipeline import Analyzer, Emit, IngestFold, SpecBook
 from rollguard.signing import Signer
+from rollguard.streams.ingest import IngestLoop, ingest_group_id
 
 log = logging.getLogger("rollguard.worker")
 
-#: Records per ingest batch at most; a batch is also cut every ``flush_interval_s``.
-MAX_BATCH = 5000
 #: Partials per analysis batch at most (one checkpoint per touched feature per batch).
 ANALYZE_BATCH = 500
 #: Largest checkpoint the state table accepts (10,000 segments compress to about 1-2 MB).
@@ -56,7 +62,9 @@ def drift_checkpoint_interval() -> float:
 
 def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, window_s: int = 60,
                recover: bool = True) -> faust.App:
-    """Build the worker app; agents stay thin, the logic lives in ``rollguard.pipeline``."""
+    """Build the worker app; the agent and the ingest loop stay thin, the logic lives in ``rollguard.pipeline``.
+
+    ``recover`` runs ingest recovery (``recover_ingest``) before the first batch and on every assignment."""
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",
@@ -76,7 +84,6 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
     )
     t = settings.topics
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    inputs = app.topic(t.pairs, t.outcomes, partitions=settings.partitions, **raw)  # type: ignore[arg-type]
     partials = app.topic(t.partials, partitions=settings.partitions, **raw)  # type: ignore[arg-type]
     outputs = {
         "dlq": app.topic(t.dlq, **raw), "alerts": app.topic(t.alerts, **raw),  # type: ignore[arg-type]
@@ -95,10 +102,6 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
     fold = IngestFold(specs, window_s=window_s, max_event_bytes=settings.max_event_bytes,
                       max_scan_chars=settings.max_scan_chars,
                       max_segments_per_feature=settings.max_segments_per_feature)
-    if recover:
-        from rollguard.streams.recovery import recover_ingest
-
-        recover_ingest(settings, fold, group_id=settings.app_id)
     analyzer = Analyzer(specs, signer=signer, window_s=window_s)
     checkpoints: dict[bytes, bytes] = {}
     # drift detectors (pickles, ~20 KB per scope and arm) in their own table, so `rollguard status` keeps
@@ -122,17 +125,28 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
         if pending:
             await asyncio.gather(*pending)
 
-    @app.agent(inputs)
-    async def ingest(stream: faust.StreamT) -> None:
-        batches = stream.take_events(MAX_BATCH, within=settings.flush_interval_s)  # type: ignore[attr-defined]
-        async for batch in batches:
-            now: list[Emit] = []
-            for event in batch:
-                msg = event.message
-                now.extend(fold.process(event.value, topic=msg.topic, partition=msg.partition,
-                                        offset=msg.offset, key=event.key))
-            now.extend(fold.flush())
-            await publish(now)
+    follower = SpecFollower(settings, specs)
+
+    # ingest: its own consumer group and thread (see rollguard.streams.ingest); started with the app, stopped
+    # before Faust shuts down; the session timeout follows Faust's, so one setting governs fail-over
+    ingest_loop = IngestLoop(settings, fold, group_id=ingest_group_id(settings), recover=recover,
+                             session_timeout_s=app.conf.broker_session_timeout,
+                             heartbeat_s=app.conf.broker_heartbeat_interval)
+    app.rollguard_ingest = ingest_loop  # type: ignore[attr-defined]
+
+    @app.task
+    async def start_ingest() -> None:
+        # specs published to the rollouts topic are in force before the first batch is folded
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, follower.catch_up)
+        except Exception:  # never a worker that does not ingest: the timer picks the specs up later
+            log.exception("catching up the rollouts topic failed; ingest starts anyway")
+        ingest_loop.start()
+
+    @app.on_before_shutdown.connect
+    async def stop_ingest(*_args: Any, **_kw: Any) -> None:
+        """Finish the batch, commit and close (in an executor: the event loop keeps serving the analysis)."""
+        await asyncio.get_running_loop().run_in_executor(None, ingest_loop.stop)
 
     @app.agent(partials)
     async def analyze(stream: faust.StreamT) -> None:
@@ -163,6 +177,9 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
                 # detector input (no new warm-up; open episodes survive)
                 if time.monotonic() - drift_saved.get(key, float("-inf")) >= drift_every:
                     save_drift(key)
+            # the checkpoints must be out before this batch is acked (after this body): otherwise a commit can
+            # pass them, and a new owner of the partition restores a state without the batch but starts after it
+            await drain_producer(app)
 
     def save_drift(key: bytes) -> bool:
         """Write one feature's detector state to ``drift-state`` (no-op for features without drift watch)."""
@@ -201,14 +218,12 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
             drift_saved.pop(k, None)
             drift_part.pop(k, None)
         if keys:
-            await app.producer.flush()
+            await drain_producer(app)
 
     @app.on_before_shutdown.connect
     async def checkpoint_drift_on_stop(*_args: Any, **_kw: Any) -> None:
         """A clean stop (SIGTERM) checkpoints every feature this worker holds; Faust flushes the producer next."""
         save_drift_of(list(drift_part), "shutdown")
-
-    follower = SpecFollower(settings, specs)
 
     @app.timer(interval=1.0)
     async def follow_specs() -> None:
@@ -230,6 +245,27 @@ def create_app(settings: Settings, specs: SpecBook, signer: Signer | None, *, wi
     return app
 
 
+async def drain_producer(app: faust.App, *, warn_after_s: float = 10.0) -> None:
+    """Wait until everything sent so far (table changelog writes included) is handed to the client and delivered.
+
+    Faust's ``ProducerBuffer.flush`` returns, without an error, once no message went out for 0.1 s, and
+    ``Producer.flush`` (which Faust also calls before committing) relies on it. With the ingest thread sharing the
+    interpreter, the buffer's sender can stall longer than that; measured in test_rebalance: a checkpoint written
+    before the ack of its partial reached the changelog after the partial's offset was committed, and the new
+    owner of the partition restored a state without that partial while starting after it (200 responses and
+    200 outcomes lost). So: drain the buffer until it is empty, then flush the client."""
+    buffer = app.producer.buffer
+    t0 = time.monotonic()
+    warned = False
+    while buffer.size and not app.should_stop:
+        await buffer.flush()
+        if not warned and time.monotonic() - t0 > warn_after_s:
+            warned = True
+            log.warning("producer buffer not drained after %.0fs (%d waiting); the batch stays unacked",
+                        warn_after_s, buffer.size)
+    await app.producer.flush()
+
+
 class SpecFollower:
     """Reads the compacted rollouts topic (non-blocking polls from a timer) into the worker's SpecBook."""
 
@@ -237,20 +273,55 @@ class SpecFollower:
         self.settings = settings
         self.specs = specs
         self._consumer: Any = None
+        self._lock = threading.Lock()  # catch_up (an executor thread) and the timer's poll share the consumer
 
-    def poll(self) -> int:
+    def _open(self) -> Any:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        from rollguard.spec import SpecError, parse_spec
 
         if self._consumer is None:
             conf = self.settings.librdkafka(**{"group.id": f"{self.settings.app_id}-specs-{id(self)}",
                                                "enable.auto.commit": False})
             self._consumer = Consumer(conf)
             self._consumer.assign([TopicPartition(self.settings.topics.rollouts, 0, OFFSET_BEGINNING)])
-        applied = 0
-        for msg in self._consumer.consume(100, timeout=0):
-            if msg.error() or not msg.value():
+        return self._consumer
+
+    def poll(self) -> int:
+        if not self._lock.acquire(blocking=False):
+            return 0  # catching up: that reads everything this poll would
+        try:
+            return self._apply(self._open().consume(100, timeout=0))[0]
+        finally:
+            self._lock.release()
+
+    def catch_up(self, timeout: float = 15.0) -> int:
+        """Read the rollouts topic to the end it has now (blocking, up to ``timeout``): run before ingest starts,
+        so specs published with `rollguard spec apply` judge the first batch, not only later ones."""
+        from confluent_kafka import TopicPartition
+
+        with self._lock:
+            c = self._open()
+            try:
+                _lo, end = c.get_watermark_offsets(TopicPartition(self.settings.topics.rollouts, 0), timeout=timeout)
+            except Exception:  # the timer's polls pick the specs up anyway
+                log.exception("could not read the rollouts topic's end; specs are picked up by the timer")
+                return 0
+            applied, pos = 0, -1
+            deadline = time.monotonic() + timeout
+            while pos + 1 < end and time.monotonic() < deadline:
+                n, last = self._apply(c.consume(100, timeout=0.2))
+                applied, pos = applied + n, max(pos, last)
+            return applied
+
+    def _apply(self, msgs: list[Any]) -> tuple[int, int]:
+        """Put new spec versions into the book; returns (specs applied, last offset seen or -1)."""
+        from rollguard.spec import SpecError, parse_spec
+
+        applied, last = 0, -1
+        for msg in msgs:
+            if msg.error():
+                continue
+            last = max(last, msg.offset())
+            if not msg.value():
                 continue
             try:
                 spec = parse_spec(orjson.loads(msg.value()), source=f"{self.settings.topics.rollouts}@{msg.offset()}")
@@ -262,7 +333,7 @@ class SpecFollower:
                 self.specs.put(spec)
                 applied += 1
                 log.info("rollout spec %s version %s is now in force", spec.feature, spec.version)
-        return applied
+        return applied, last
 
 
 def run_worker(app: faust.App, loglevel: str = "info") -> None:

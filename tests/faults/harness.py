@@ -41,6 +41,7 @@ from rollguard.replay import replay
 from rollguard.signing import Verifier, generate_keypair
 from rollguard.simulate import Regression, Traffic
 from rollguard.spec import load_specs
+from rollguard.streams.ingest import ingest_group_id
 from rollguard.topics import create_topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -294,25 +295,36 @@ def analysis_state(settings: Settings) -> dict[str, FeatureRuntime]:
 
 
 class GroupLag:
-    """Committed offsets and lag of the worker's consumer group, with one long-lived client."""
+    """Committed offsets and lag of the worker's consumer groups (one long-lived client each): the ingest loop's
+    group reads pairs/outcomes, Faust's group (``app_id``) the partials."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        t = settings.topics
+        self._ingest = {t.pairs, t.outcomes}
         self._c = Consumer(settings.librdkafka(**{"group.id": settings.app_id, "enable.auto.commit": False}))
+        self._ci = Consumer(settings.librdkafka(**{"group.id": ingest_group_id(settings),
+                                                   "enable.auto.commit": False}))
 
-    def _tps(self, topics: list[str]) -> list[TopicPartition]:
+    def _committed(self, topics: list[str]) -> list[TopicPartition]:
         md = self._c.list_topics(timeout=10)
-        return [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
+        out: list[TopicPartition] = []
+        for c, mine in ((self._ci, [t for t in topics if t in self._ingest]),
+                        (self._c, [t for t in topics if t not in self._ingest])):
+            tps = [TopicPartition(t, p) for t in mine if t in md.topics for p in md.topics[t].partitions]
+            if tps:
+                out += c.committed(tps, timeout=10)
+        return out
 
     def committed(self, topics: list[str]) -> int:
-        return sum(max(tp.offset, 0) for tp in self._c.committed(self._tps(topics), timeout=10))
+        return sum(max(tp.offset, 0) for tp in self._committed(topics))
 
     def committed_by_tp(self, topics: list[str]) -> dict[str, int]:
-        return {f"{tp.topic}:{tp.partition}": tp.offset for tp in self._c.committed(self._tps(topics), timeout=10)}
+        return {f"{tp.topic}:{tp.partition}": tp.offset for tp in self._committed(topics)}
 
     def lag(self, topics: list[str]) -> int | None:
         lag = 0
-        for tp in self._c.committed(self._tps(topics), timeout=10):
+        for tp in self._committed(topics):
             _lo, hi = self._c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
             if hi == 0:
                 continue
@@ -327,6 +339,7 @@ class GroupLag:
 
     def close(self) -> None:
         self._c.close()
+        self._ci.close()
 
 
 def partial_marks(settings: Settings) -> dict[str, int]:
@@ -587,11 +600,12 @@ def run_crash(*, kills: int = 10, responses: int = 30_000, seed: int = 7, rate: 
 
 
 def group_members(settings: Settings) -> list[list[str]]:
-    """Members of the worker's consumer group, each as the input partitions it owns (``topic:partition``)."""
+    """Members of the workers' ingest consumer group, each as the ``pairs`` partitions it owns."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(settings.librdkafka())
-    fut = admin.describe_consumer_groups([settings.app_id], request_timeout=10)[settings.app_id]
+    group = ingest_group_id(settings)
+    fut = admin.describe_consumer_groups([group], request_timeout=10)[group]
     desc = fut.result()
     out = []
     for m in desc.members:

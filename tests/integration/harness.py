@@ -15,6 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from rollguard.config import Settings, Topics
 from rollguard.demo import spawn_worker, stop_worker, worker_env
 from rollguard.signing import generate_keypair
+from rollguard.streams.ingest import ingest_group_id
 from rollguard.topics import create_topics
 
 BOOTSTRAP = os.environ.get("ROLLGUARD_BOOTSTRAP", "127.0.0.1:9092")
@@ -53,8 +54,14 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, step: float 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def input_lag(settings: Settings) -> int | None:
+    """Unconsumed pairs/outcomes records of the worker's ingest loop (None until it has committed)."""
+    return group_lag(settings, ingest_group_id(settings), [settings.topics.pairs, settings.topics.outcomes])
+
+
 def group_lag(settings: Settings, group: str, topics: list[str]) -> int | None:
-    """Unconsumed records of a consumer group on ``topics`` (None until the group has committed)."""
+    """Unconsumed records of a consumer group on ``topics`` (None until the group has committed); the worker's
+    ingest loop reads pairs/outcomes as ``ingest_group_id(settings)``, its Faust app the partials as ``app_id``."""
     c = Consumer(settings.librdkafka(**{"group.id": group, "enable.auto.commit": False}))
     try:
         md = c.list_topics(timeout=10)

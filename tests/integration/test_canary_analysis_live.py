@@ -11,7 +11,7 @@ import yaml
 from rollguard.client import ControlSubscriber, EventProducer
 from rollguard.signing import Verifier
 from rollguard.simulate import Regression, Traffic
-from tests.integration.harness import Keys, fresh_settings, group_lag, running_worker, wait_until
+from tests.integration.harness import Keys, fresh_settings, group_lag, input_lag, running_worker, wait_until
 
 CASES: dict[str, tuple[Traffic, list[tuple[str, dict[str, str], str]]]] = {
     "escalation": (Traffic(seed=51, regressions=[Regression("escalation_rate", 0.12, {"tier": "premium"})]),
@@ -45,7 +45,7 @@ def test_each_regression_stops_its_segment_and_aa_stays_quiet(broker: str, keys:
                     assert p.send_response(ev) if ev["schema"].endswith("response/v1") else p.send_outcome(ev)
             assert p.flush(60) == 0
         t = settings.topics
-        wait_until(lambda: group_lag(settings, settings.app_id, [t.pairs, t.outcomes]) == 0
+        wait_until(lambda: input_lag(settings) == 0
                    and group_lag(settings, settings.app_id, [t.partials]) == 0, 300, "the worker to drain")
         sub = ControlSubscriber(settings, verifier=Verifier({keys.key_id: keys.public}))
         sub.poll(3.0)

@@ -12,7 +12,7 @@ from rollguard.client import ControlSubscriber, EventProducer
 from rollguard.signing import Verifier
 from rollguard.simulate import Traffic
 from rollguard.status import read_states
-from tests.integration.harness import Keys, fresh_settings, running_worker
+from tests.integration.harness import Keys, fresh_settings, input_lag, running_worker, wait_until
 
 
 def test_spec_apply_manual_pause_and_kill_switch(broker: str, keys: Keys, spec_path: Path, tmp_path: Path) -> None:
@@ -30,13 +30,15 @@ def test_spec_apply_manual_pause_and_kill_switch(broker: str, keys: Keys, spec_p
             return rt is not None and bool(rt.rollout.spec_version)
 
         # the follower picks the spec up within a second; the analysis records it with the next partial, so
-        # keep traffic flowing until the checkpoint shows it (as it would in production)
+        # keep traffic flowing until the checkpoint shows it (as it would in production), a chunk at a time once
+        # the worker has read the previous one (a worker still starting must not find the whole workload done)
         events = Traffic(seed=61).events(40_000)
         with EventProducer(settings) as p:
             for _ in range(100):
                 for _, ev in zip(range(400), events, strict=False):
                     assert p.send_response(ev) if ev["schema"].endswith("response/v1") else p.send_outcome(ev)
                 p.flush(10)
+                wait_until(lambda: input_lag(settings) == 0, 60, "the worker to read the traffic so far")
                 if adopted():
                     break
         assert adopted(), "the worker never adopted the applied spec"

@@ -15,7 +15,7 @@ import yaml
 
 from rollguard.client import EventProducer
 from rollguard.config import Settings
-from tests.integration.harness import Keys, fresh_settings, group_lag, read_all, running_worker, wait_until
+from tests.integration.harness import Keys, fresh_settings, group_lag, input_lag, read_all, running_worker, wait_until
 
 PREMIUM = {"tier": "premium"}
 N = 80_000  # responses at 20/s of event time: 4,000 s; the ramp runs from 2,000 s to 2,500 s
@@ -74,7 +74,7 @@ def commands(settings: Settings) -> list[dict[str, Any]]:
 
 def drained(settings: Settings) -> bool:
     t = settings.topics
-    return group_lag(settings, settings.app_id, [t.pairs, t.outcomes]) == 0 and \
+    return input_lag(settings) == 0 and \
         group_lag(settings, settings.app_id, [t.partials]) == 0
 
 

@@ -14,7 +14,7 @@ from rollguard.replay import replay
 from rollguard.signing import Verifier
 from rollguard.simulate import Regression, Traffic
 from rollguard.spec import load_specs
-from tests.integration.harness import Keys, fresh_settings, group_lag, read_all, running_worker, wait_until
+from tests.integration.harness import Keys, fresh_settings, group_lag, input_lag, read_all, running_worker, wait_until
 
 PREMIUM = {"tier": "premium"}
 
@@ -32,7 +32,7 @@ def produce(settings: Settings, traffic: Traffic, n: int) -> int:
 def drained(settings: Settings) -> bool:
     """The worker consumed every input record and the analysis every partial."""
     t = settings.topics
-    lag_in = group_lag(settings, settings.app_id, [t.pairs, t.outcomes])
+    lag_in = input_lag(settings)
     lag_p = group_lag(settings, settings.app_id, [t.partials])
     return lag_in == 0 and lag_p == 0
 

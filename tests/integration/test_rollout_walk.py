@@ -28,6 +28,7 @@ from rollguard.client.flags import FlagConfig
 from rollguard.client.openfeature import RollguardProvider
 from rollguard.config import Settings
 from rollguard.signing import Verifier
+from rollguard.streams.ingest import ingest_group_id
 from tests.integration.harness import Keys, fresh_settings, group_lag, read_json, running_worker, wait_until
 
 GOOD, BAD = "walk-good", "walk-bad"
@@ -102,7 +103,7 @@ class Service:
 
 def caught_up(settings: Settings) -> bool:
     t = settings.topics
-    return (group_lag(settings, settings.app_id, [t.pairs]) == 0
+    return (group_lag(settings, ingest_group_id(settings), [t.pairs]) == 0
             and group_lag(settings, settings.app_id, [t.partials]) == 0)
 
 

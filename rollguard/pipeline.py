@@ -13,7 +13,7 @@ import logging
 import math
 import uuid
 import zlib
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -197,6 +197,9 @@ class IngestFold:
         # request -> (ts, [(outcome, "topic:partition", offset)]) waiting for its response
         self._pending: OrderedDict[str, tuple[float, list[tuple[OutcomeEvent, str, int]]]] = OrderedDict()
         self._seen_outcomes: OrderedDict[str, float] = OrderedDict()
+        # per input partition, waiting outcomes in arrival order (offset, ts, request): waiting_outcomes() drops
+        # the ones that joined or aged out from the head, so asking costs O(1) amortised, not O(waiting)
+        self._waiting: dict[str, deque[tuple[int, float, str]]] = {}
         self._live_sides: OrderedDict[tuple[str, str], _PairSide] = OrderedDict()  # (feature, request) -> live
         self._shadow_sides: OrderedDict[tuple[str, str], _PairSide] = OrderedDict()  # waiting for the live one
         self._shadowed: set[str] = set()  # features that have (or plan) shadow traffic
@@ -475,6 +478,12 @@ class IngestFold:
             self._apply_outcome(entry, oc, tp, offset)
         else:
             self._pending.setdefault(oc.request_id, (ts, []))[1].append((oc, tp, offset))
+            waiting = self._waiting.get(tp)
+            if waiting is None:
+                waiting = self._waiting[tp] = deque()
+            waiting.append((offset, ts, oc.request_id))
+            if len(waiting) > self.max_join_entries:  # bounded like the join: the oldest is no longer held for
+                waiting.popleft()
             self.counters.outcomes_pending += 1
             if ts > self._clock:
                 self._clock = ts
@@ -550,12 +559,14 @@ class IngestFold:
         response is probably never coming, and holding would make every restart re-read hours)."""
         horizon = self._clock - within_s
         low: dict[str, int] = {}
-        for ts, ocs in reversed(self._pending.values()):
-            if ts < horizon:
-                break
-            for _oc, tp, off in ocs:
-                if off < low.get(tp, off + 1):
-                    low[tp] = off
+        for tp, waiting in self._waiting.items():
+            while waiting:
+                off, ts, request = waiting[0]
+                entry = self._pending.get(request)
+                if ts >= horizon and entry is not None and any(o == off and t == tp for _, t, o in entry[1]):
+                    low[tp] = off  # offsets of one partition arrive in order: the head is the lowest
+                    break
+                waiting.popleft()
         return low
 
     @property

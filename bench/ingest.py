@@ -147,7 +147,7 @@ def worker_run(settings: Any, warm: list[tuple[str, bytes, bytes]], main: list[t
         # newest partial's CreateTime is when it finished the last batch of the N records
         partials = [m for m in read_topic(settings, settings.topics.partials) if m.timestamp()[1] >= t0_wall * 1000]
         t_last_partial = max(m.timestamp()[1] for m in partials) / 1000.0 if partials else float("nan")
-        dlq = len(read_topic(settings, settings.topics.dlq, idle=0.2))
+        dlq = len(read_topic(settings, settings.topics.dlq))
     except BaseException:
         print(proc.tail(), file=sys.stderr)
         raise

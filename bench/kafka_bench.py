@@ -189,31 +189,11 @@ class GroupWatch:
             c.close()
 
 
-def read_topic(settings: Any, topic: str, idle: float = 0.5, timeout: float = 30.0) -> list[Any]:
+def read_topic(settings: Any, topic: str, timeout: float = 30.0) -> list[Any]:
     """Every record now on ``topic`` (all partitions) as confluent-kafka messages."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from rollguard.topics import read_to_end
 
-    c = Consumer(settings.librdkafka(**{"group.id": f"bench-read-{uuid.uuid4().hex}", "enable.auto.commit": False,
-                                         "enable.partition.eof": True}))
-    try:
-        parts = list(c.list_topics(topic, timeout=10).topics[topic].partitions)
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        out: list[Any] = []
-        eof: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(eof) < len(parts) and time.monotonic() < deadline:
-            m = c.poll(idle)
-            if m is None:
-                continue
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    eof.add(m.partition() or 0)
-                continue
-            out.append(m)
-        return out
-    finally:
-        c.close()
+    return list(read_to_end(settings, topic, timeout=timeout))
 
 
 def delete_prefixed_topics(settings: Any, prefix: str) -> list[str]:

@@ -10,13 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from rollguard.config import Settings, Topics
 from rollguard.demo import spawn_worker, stop_worker, worker_env
 from rollguard.signing import generate_keypair
 from rollguard.streams.ingest import ingest_group_id
-from rollguard.topics import create_topics
+from rollguard.topics import create_topics, read_to_end
 
 BOOTSTRAP = os.environ.get("ROLLGUARD_BOOTSTRAP", "127.0.0.1:9092")
 
@@ -80,27 +80,9 @@ def group_lag(settings: Settings, group: str, topics: list[str]) -> int | None:
         c.close()
 
 
-def read_all(settings: Settings, topic: str, idle: float = 1.0) -> list[tuple[bytes | None, bytes | None]]:
+def read_all(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
     """Every record now on ``topic`` (all partitions), as (key, value)."""
-    c = Consumer(settings.librdkafka(**{"group.id": f"read-{uuid.uuid4().hex}", "enable.auto.commit": False,
-                                         "enable.partition.eof": True}))
-    md = c.list_topics(topic, timeout=10)
-    parts = list(md.topics[topic].partitions)
-    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    out: list[tuple[bytes | None, bytes | None]] = []
-    eof: set[int] = set()
-    deadline = time.monotonic() + 30
-    while len(eof) < len(parts) and time.monotonic() < deadline:
-        m = c.poll(idle)
-        if m is None:
-            continue
-        if m.error():
-            if m.error().code() == -191:  # _PARTITION_EOF
-                eof.add(m.partition())
-            continue
-        out.append((m.key(), m.value()))
-    c.close()
-    return out
+    return [(m.key(), m.value()) for m in read_to_end(settings, topic, timeout=30)]
 
 
 def read_json(settings: Settings, topic: str) -> list[dict[str, object]]:
